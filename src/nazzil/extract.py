@@ -1,0 +1,431 @@
+"""The only module that imports yt_dlp: turn a URL into nazzil's MediaInfo, guarded and quiet."""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import urljoin
+
+from flask import Flask, current_app
+
+from . import mediaprobe, netguard
+from .errors import (
+    BlockedAddress,
+    NazzilError,
+    UnsupportedURL,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_yt_dlp: Any = None
+_guarded_ydl_class: Any = None
+
+
+def yt_dlp_module() -> Any:
+    """Import yt_dlp on first use, with plugins off, and build the guarded YoutubeDL class."""
+    global _yt_dlp, _guarded_ydl_class
+    if _yt_dlp is None:
+        with _lock:
+            if _yt_dlp is None:
+                # Plugins are arbitrary code found on disk; nazzil never loads them.
+                os.environ["YTDLP_NO_PLUGINS"] = "1"
+                import yt_dlp
+
+                _guarded_ydl_class = _build_guarded_class(yt_dlp)
+                _yt_dlp = yt_dlp
+    return _yt_dlp
+
+
+def _build_guarded_class(yt_dlp: Any) -> Any:
+    """Subclass YoutubeDL so every request goes through one handler that asks netguard."""
+    import urllib.request
+
+    from yt_dlp.networking import _urllib
+
+    class GuardedHTTPHandler(_urllib.HTTPHandler):
+        """yt-dlp's HTTP handler with its connections made by netguard."""
+
+        policy: netguard.Policy
+
+        def _factory(self, base: type) -> Any:
+            policy = self.policy
+
+            def make(*args: Any, **kwargs: Any) -> Any:
+                conn = base(*args, **kwargs)
+                conn._create_connection = policy.create_connection
+                return conn
+
+            return make
+
+        def http_open(self, req: Any) -> Any:
+            req.headers.pop("Ytdl-socks-proxy", None)  # proxies would bypass the guard
+            return self.do_open(self._factory(http.client.HTTPConnection), req)
+
+        def https_open(self, req: Any) -> Any:
+            req.headers.pop("Ytdl-socks-proxy", None)
+            return self.do_open(
+                self._factory(http.client.HTTPSConnection), req, context=self._context
+            )
+
+    class GuardedRedirectHandler(_urllib.RedirectHandler):
+        """Follow redirects only to http(s)."""
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+            scheme = newurl.split(":", 1)[0].lower()
+            if scheme not in netguard.ALLOWED_SCHEMES:
+                raise netguard.AddressBlocked(f"redirect to a {scheme}: URL refused")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    class GuardedRH(_urllib.UrllibRH):
+        """The only request handler nazzil's YoutubeDL uses: http(s), no proxy, no ftp/file."""
+
+        _SUPPORTED_URL_SCHEMES = ("http", "https")
+        _SUPPORTED_PROXY_SCHEMES = ()
+        RH_NAME = "nazzil"
+        policy: netguard.Policy = netguard.Policy()
+
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs["enable_file_urls"] = False
+            super().__init__(**kwargs)
+
+        def _create_instance(self, proxies: Any, cookiejar: Any, legacy_ssl_support=None):  # noqa: ANN001
+            opener = urllib.request.OpenerDirector()
+            http_handler = GuardedHTTPHandler(
+                context=self._make_sslcontext(legacy_ssl_support=legacy_ssl_support),
+                source_address=self.source_address,
+            )
+            http_handler.policy = self.policy
+            for handler in (
+                http_handler,
+                urllib.request.HTTPCookieProcessor(cookiejar),
+                urllib.request.UnknownHandler(),
+                urllib.request.HTTPDefaultErrorHandler(),
+                urllib.request.HTTPErrorProcessor(),
+                GuardedRedirectHandler(),
+            ):
+                opener.add_handler(handler)
+            opener.addheaders = []
+            return opener
+
+    class GuardedYoutubeDL(yt_dlp.YoutubeDL):
+        """YoutubeDL whose network layer is netguard's."""
+
+        nazzil_policy: netguard.Policy = netguard.Policy()
+
+        @functools.cached_property
+        def _request_director(self) -> Any:
+            director = self.build_request_director([GuardedRH])
+            for handler in director.handlers.values():
+                handler.policy = self.nazzil_policy
+            return director
+
+    return GuardedYoutubeDL
+
+
+class _Logger:
+    """Route yt-dlp's messages to our log instead of the terminal."""
+
+    def debug(self, msg: str) -> None:
+        if not msg.startswith("[debug] "):
+            log.debug("%s", msg)
+
+    def info(self, msg: str) -> None:
+        log.debug("%s", msg)
+
+    def warning(self, msg: str) -> None:
+        log.info("yt-dlp: %s", msg)
+
+    def error(self, msg: str) -> None:
+        log.info("yt-dlp: %s", msg)
+
+
+def base_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The yt-dlp options nazzil always sets; nothing from a request is ever merged raw."""
+    return {
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "logger": _Logger(),
+        "color": {"stdout": "no_color", "stderr": "no_color"},
+        "cachedir": False,
+        "proxy": "",
+        "socket_timeout": float(config.get("NAZZIL_FETCH_TIMEOUT") or 15),
+        "retries": 0,
+        "extractor_retries": 0,
+        "fragment_retries": 3,
+        "check_formats": False,
+        "hls_prefer_native": True,
+        "external_downloader": {},
+        "enable_file_urls": False,
+        "usenetrc": False,
+        "noplaylist": False,
+        "playlistend": int(config.get("NAZZIL_PLAYLIST_LIMIT") or 50),
+        "lazy_playlist": False,
+        "extract_flat": False,
+        "simulate": True,
+    }
+
+
+_extractor_classes: list[Any] | None = None
+
+
+def _default_extractors() -> list[Any]:
+    """List yt-dlp's default extractor classes once; YoutubeDL would redo it (~70 ms) each time."""
+    global _extractor_classes
+    if _extractor_classes is None:
+        template = _guarded_ydl_class({"quiet": True, "logger": _Logger()})
+        _extractor_classes = [ie for ie in template._ies.values() if isinstance(ie, type)]
+    return _extractor_classes
+
+
+def new_ydl(params: dict[str, Any], policy: netguard.Policy) -> Any:
+    """Create a guarded YoutubeDL with the given options."""
+    yt_dlp_module()
+    from yt_dlp.extractor.common import UnsupportedURLIE
+
+    classes = _default_extractors()
+    ydl = _guarded_ydl_class(params, auto_init=False)
+    for ie in classes:
+        ydl._ies[ie.ie_key()] = ie
+    # The catch-all must come last and be an instance bound to this YoutubeDL.
+    ydl.add_info_extractor(UnsupportedURLIE())
+    ydl.nazzil_policy = policy
+    return ydl
+
+
+def policy_for(app: Flask) -> netguard.Policy:
+    """Return the app's address policy, built once from TRUSTED_HOSTS."""
+    cache = app.extensions.setdefault("nazzil", {})
+    if "policy" not in cache:
+        cache["policy"] = netguard.Policy.from_trusted(app.config["NAZZIL_TRUSTED_HOSTS"])
+    return cache["policy"]
+
+
+def classify(exc: BaseException) -> NazzilError:
+    """Turn a yt-dlp (or network) failure into the right coded error."""
+    yt_dlp = yt_dlp_module()
+    from yt_dlp.networking import exceptions as net_exc
+
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        chain.append(item)
+        exc_info = getattr(item, "exc_info", None)
+        todo += [item.__cause__, item.__context__, getattr(item, "cause", None),
+                 getattr(item, "orig_msg", None) if isinstance(getattr(item, "orig_msg", None),
+                                                               BaseException) else None,
+                 exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None,
+                 getattr(item, "reason", None) if isinstance(getattr(item, "reason", None),
+                                                             BaseException) else None]
+    for item in chain:
+        if isinstance(item, NazzilError):
+            return item
+        if isinstance(item, netguard.AddressBlocked):
+            return BlockedAddress()
+    for item in chain:
+        if isinstance(item, (TimeoutError, socket.timeout)):
+            return UpstreamTimeout()
+        if isinstance(item, net_exc.HTTPError):
+            return UpstreamError(f"The site answered HTTP {item.status}.")
+        if isinstance(item, yt_dlp.utils.UnsupportedError):
+            return UnsupportedURL()
+    text = " ".join(str(item) for item in chain).lower()
+    if "timed out" in text or "timeout" in text:
+        return UpstreamTimeout()
+    if "unsupported url" in text or "no video formats" in text or "no media" in text:
+        return UnsupportedURL()
+    for item in chain:
+        if isinstance(item, (net_exc.TransportError, OSError)):
+            return UpstreamError("Could not reach the site.")
+    return UpstreamError("The site sent something nazzil could not read.")
+
+
+AUDIO_EXTS = {"m4a", "mp3", "opus", "ogg", "oga", "aac", "wav", "flac", "weba"}
+
+
+def _kind(fmt: dict[str, Any]) -> str:
+    vcodec, acodec = fmt.get("vcodec"), fmt.get("acodec")
+    if vcodec == "none" or (vcodec is None and fmt.get("ext") in AUDIO_EXTS):
+        return "audio"
+    if acodec == "none":
+        return "video"
+    return "video+audio"
+
+
+def _format(fmt: dict[str, Any]) -> dict[str, Any]:
+    def num(key: str) -> Any:
+        value = fmt.get(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def codec(key: str) -> str | None:
+        value = fmt.get(key)
+        return value if isinstance(value, str) and value != "none" else None
+
+    return {
+        "format_id": str(fmt.get("format_id")),
+        "ext": fmt.get("ext"),
+        "kind": _kind(fmt),
+        "width": num("width"),
+        "height": num("height"),
+        "fps": num("fps"),
+        "vcodec": codec("vcodec"),
+        "acodec": codec("acodec"),
+        "tbr": num("tbr"),
+        "filesize": num("filesize") or num("filesize_approx"),
+        "protocol": fmt.get("protocol"),
+    }
+
+
+def _usable(fmt: dict[str, Any]) -> bool:
+    # Storyboards are image strips; mhtml is their container.
+    return fmt.get("ext") != "mhtml" and "storyboard" not in str(fmt.get("format_note") or "")
+
+
+def _title(info: dict[str, Any], single_html5: bool) -> str | None:
+    title = info.get("title")
+    if isinstance(title, str) and single_html5:
+        title = re.sub(r" \(1\)$", "", title)
+    return title
+
+
+def to_media_info(info: dict[str, Any], *, single_html5: bool = False) -> dict[str, Any]:
+    """Map a yt-dlp info dict to the MediaInfo of the API (formats best first)."""
+    is_playlist = info.get("_type") in ("playlist", "multi_video")
+    page = info.get("webpage_url") or info.get("original_url") or info.get("url")
+    thumbnail = info.get("thumbnail")
+    if isinstance(thumbnail, str) and page:
+        thumbnail = urljoin(page, thumbnail)  # generic pages may give a relative og:image
+    duration = info.get("duration")
+    result: dict[str, Any] = {
+        "type": "playlist" if is_playlist else "video",
+        "url": info.get("original_url") or page,
+        "webpage_url": page,
+        "extractor": info.get("extractor"),
+        "id": str(info["id"]) if info.get("id") is not None else None,
+        "title": _title(info, single_html5),
+        "duration": float(duration) if isinstance(duration, (int, float)) else None,
+        "thumbnail": thumbnail if isinstance(thumbnail, str) else None,
+        "uploader": info.get("uploader"),
+        "upload_date": info.get("upload_date"),
+        "formats": [],
+        "entries": None,
+    }
+    if is_playlist:
+        result["entries"] = [
+            to_media_info(entry) for entry in (info.get("entries") or []) if entry
+        ]
+    else:
+        formats = [f for f in (info.get("formats") or [info]) if _usable(f)]
+        result["formats"] = [_format(f) for f in reversed(formats)]
+    return result
+
+
+def _fill_durations(info: dict[str, Any], policy: netguard.Policy, timeout: float) -> None:
+    """Read durations yt-dlp did not report (html5 pages, direct links, DASH)."""
+    playlist = info.get("_type") in ("playlist", "multi_video")
+    videos = (info.get("entries") or []) if playlist else [info]
+    for video in videos:
+        if not video or video.get("duration"):
+            continue
+        formats = [f for f in (video.get("formats") or [video]) if _usable(f)]
+        if formats:
+            video["duration"] = mediaprobe.duration_of(formats[-1], policy, timeout)
+
+
+def _check_direct(info: dict[str, Any], policy: netguard.Policy, timeout: float) -> None:
+    """Refuse a 'direct link' whose bytes are not media (yt-dlp accepts any 200)."""
+    if not info.get("direct"):
+        return
+    head, _ = mediaprobe.read_range(info["url"], policy, 0, mediaprobe.SNIFF_BYTES, timeout)
+    if mediaprobe.sniff(head) is None:
+        raise UnsupportedURL("The link does not lead to a video or audio file.")
+
+
+def probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[str, Any]:
+    """Ask yt-dlp what is at url and return the MediaInfo; raises coded errors."""
+    timeout = float(config.get("NAZZIL_FETCH_TIMEOUT") or 15)
+    ydl = new_ydl(base_params(config), policy)
+    try:
+        with ydl:
+            info = ydl.extract_info(url, download=False)
+            info = ydl.sanitize_info(info)
+    except NazzilError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every yt-dlp failure is classified
+        raise classify(exc) from None
+    if not info:
+        raise UnsupportedURL()
+    _check_direct(info, policy, timeout)
+    _fill_durations(info, policy, timeout)
+    single_html5 = str(info.get("extractor") or "").startswith("html5")
+    return to_media_info(info, single_html5=single_html5)
+
+
+class TTLCache:
+    """A small thread-safe LRU cache whose entries expire."""
+
+    def __init__(self, size: int, ttl: float):
+        self.size, self.ttl = size, ttl
+        self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        """Return a fresh value or None."""
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            if item[0] < time.monotonic():
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return item[1]
+
+    def put(self, key: str, value: Any) -> None:
+        """Remember a value."""
+        if self.ttl <= 0 or self.size <= 0:
+            return
+        with self._lock:
+            self._data[key] = (time.monotonic() + self.ttl, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+def get_info(url: str, app: Flask | None = None) -> dict[str, Any]:
+    """Validate, guard and probe a user's URL, answering repeats from a short-lived cache."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    config = app.config
+    policy = policy_for(app)
+    url = netguard.precheck(url, policy, int(config["NAZZIL_MAX_URL_LENGTH"]))
+    cache = app.extensions["nazzil"].get("preview_cache")
+    if cache is None:
+        cache = app.extensions["nazzil"].setdefault(
+            "preview_cache",
+            TTLCache(int(config["NAZZIL_PREVIEW_CACHE_SIZE"]),
+                     float(config["NAZZIL_PREVIEW_CACHE_TTL"])),
+        )
+    cached = cache.get(url)
+    if cached is not None:
+        return cached
+    started = time.perf_counter()
+    info = probe(url, config, policy)
+    log.info("previewed %s in %.0f ms", info.get("extractor"), (time.perf_counter() - started) * 1000)
+    cache.put(url, info)
+    return info

@@ -1,0 +1,173 @@
+"""Facts yt-dlp leaves out, read from the media itself: what the bytes are, how long it lasts."""
+
+from __future__ import annotations
+
+import logging
+import re
+import struct
+from urllib.parse import urljoin
+
+from . import netguard
+from .errors import NazzilError
+
+log = logging.getLogger(__name__)
+
+SNIFF_BYTES = 4096
+
+
+def sniff(head: bytes) -> str | None:
+    """Name the container of some leading bytes, or None when they are not media."""
+    if len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+        return "mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "webm"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"FLV"):
+        return "flv"
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3" if head.startswith(b"ID3") or head[1] & 0x06 else "aac"
+    if head.startswith(b"RIFF") and head[8:12] in (b"WAVE", b"AVI "):
+        return "wav" if head[8:12] == b"WAVE" else "avi"
+    if head.startswith(b"fLaC"):
+        return "flac"
+    if len(head) >= 189 * 2 and head[0] == 0x47 and head[188] == 0x47:
+        return "ts"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"#EXTM3U"):
+        return "m3u8"
+    if b"<MPD" in text[:1024]:
+        return "mpd"
+    return None
+
+
+def read_range(url: str, policy: netguard.Policy, start: int, length: int,
+               timeout: float) -> tuple[bytes, int | None]:
+    """Read up to length bytes at start; return them and the total size when told."""
+    headers = {"Range": f"bytes={start}-{start + length - 1}"}
+    resp = netguard.fetch(url, policy, headers=headers, timeout=timeout)
+    try:
+        if resp.status not in (200, 206):
+            return b"", None
+        if resp.status == 200 and start:
+            return b"", None  # no Range support: reading to an offset would mean everything
+        data = resp.read(length)
+        total = None
+        content_range = resp.getheader("Content-Range") or ""
+        m = re.search(r"/(\d+)$", content_range)
+        if m:
+            total = int(m.group(1))
+        elif resp.status == 200 and resp.getheader("Content-Length"):
+            total = int(resp.getheader("Content-Length"))
+        return data, total
+    finally:
+        resp.close()
+
+
+def _mvhd_duration(payload: bytes) -> float | None:
+    # mvhd: version(1) flags(3) then times; v1 uses 64-bit fields.
+    if len(payload) < 32:
+        return None
+    if payload[0] == 1:
+        timescale, duration = struct.unpack(">IQ", payload[20:32])
+    else:
+        timescale, duration = struct.unpack(">II", payload[12:20])
+    return duration / timescale if timescale else None
+
+
+def _find_mvhd(buf: bytes) -> float | None:
+    i = buf.find(b"mvhd")
+    if i < 4:
+        return None
+    return _mvhd_duration(buf[i + 4 : i + 4 + 32])
+
+
+def mp4_duration(url: str, policy: netguard.Policy, timeout: float) -> float | None:
+    """Read an MP4's duration from its mvhd box, wherever the moov box sits."""
+    buf, total = read_range(url, policy, 0, 65536, timeout)
+    buf_start = offset = 0
+    for _ in range(64):  # top-level boxes are few; a bound guards against hostile files
+        rel = offset - buf_start
+        if rel + 16 > len(buf):
+            if total is not None and offset + 8 > total:
+                return None
+            buf, _ = read_range(url, policy, offset, 65536, timeout)
+            buf_start, rel = offset, 0
+            if len(buf) < 8:
+                return None
+        size, kind = struct.unpack(">I4s", buf[rel : rel + 8])
+        header = 8
+        if size == 1:
+            size = struct.unpack(">Q", buf[rel + 8 : rel + 16])[0]
+            header = 16
+        if kind == b"moov":
+            found = _find_mvhd(buf[rel + header : rel + header + 4096])
+            if found is None:
+                body, _ = read_range(url, policy, offset + header, 4096, timeout)
+                found = _find_mvhd(body)
+            return found
+        if size < header:
+            return None
+        offset += size
+    return None
+
+
+_ISO_DURATION = re.compile(
+    r"P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?"
+)
+
+
+def iso_duration(text: str) -> float | None:
+    """Parse an ISO 8601 duration such as PT1M4.5S."""
+    m = _ISO_DURATION.fullmatch(text.strip())
+    if not m or not any(m.groupdict().values()):
+        return None
+    parts = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
+    return parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+
+
+def _text(url: str, policy: netguard.Policy, timeout: float, limit: int = 2_000_000) -> str:
+    resp = netguard.fetch(url, policy, timeout=timeout)
+    try:
+        if resp.status != 200:
+            return ""
+        return resp.read(limit).decode("utf-8", "replace")
+    finally:
+        resp.close()
+
+
+def mpd_duration(url: str, policy: netguard.Policy, timeout: float) -> float | None:
+    """Read a DASH manifest's mediaPresentationDuration."""
+    m = re.search(r'mediaPresentationDuration="([^"]+)"', _text(url, policy, timeout))
+    return iso_duration(m.group(1)) if m else None
+
+
+def hls_duration(url: str, policy: netguard.Policy, timeout: float) -> float | None:
+    """Add up the segment durations of an HLS media playlist (or a master's first variant)."""
+    text = _text(url, policy, timeout)
+    if "#EXT-X-STREAM-INF" in text:
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("#EXT-X-STREAM-INF") and i + 1 < len(lines):
+                text = _text(urljoin(url, lines[i + 1].strip()), policy, timeout)
+                break
+    if "#EXT-X-ENDLIST" not in text:
+        return None  # a live stream has no duration
+    total = sum(float(x) for x in re.findall(r"#EXTINF:\s*([\d.]+)", text))
+    return total or None
+
+
+def duration_of(fmt: dict, policy: netguard.Policy, timeout: float) -> float | None:
+    """Find a format's duration from its manifest or container; None when it cannot."""
+    protocol = fmt.get("protocol") or ""
+    try:
+        if protocol.startswith("m3u8"):
+            return hls_duration(fmt.get("manifest_url") or fmt["url"], policy, timeout)
+        if protocol == "http_dash_segments" and fmt.get("manifest_url"):
+            return mpd_duration(fmt["manifest_url"], policy, timeout)
+        if protocol in ("http", "https") and fmt.get("url"):
+            return mp4_duration(fmt["url"], policy, timeout)
+    except (NazzilError, OSError, ValueError, struct.error) as exc:
+        log.info("could not read the duration of %s: %s", fmt.get("format_id"), exc)
+    return None

@@ -1,0 +1,300 @@
+"""The one place that decides which URLs and addresses nazzil may reach (SSRF guard)."""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import logging
+import socket
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+from .errors import BlockedAddress, InvalidURL, UpstreamError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/130.0 Safari/537.36"
+)
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+
+class AddressBlocked(OSError):
+    """A connection was refused because its address is not public and not trusted."""
+
+
+def resolve(host: str, port: int) -> list[tuple]:
+    """Resolve a host to socket addresses; tests replace this to stub DNS."""
+    return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """Return the IPv4 address hidden in a mapped, NAT64, 6to4 or Teredo IPv6 address."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64 or ip in _NAT64_LOCAL:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    # IPv4-compatible ::a.b.c.d (deprecated but still routed by some stacks).
+    if int(ip) >> 32 == 0 and int(ip) > 1:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def is_public(ip: IPAddress) -> bool:
+    """Tell whether an address is globally routable unicast (not private, loopback, etc.)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return False
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            return is_public(inner)
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_link_local:
+        return False
+    if ip.is_private or ip.is_reserved or not ip.is_global:
+        return False
+    return not (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which private hosts are trusted; everything public is allowed."""
+
+    hosts: frozenset[tuple[str, int | None]] = field(default_factory=frozenset)
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def from_trusted(cls, entries: Iterable[str]) -> Policy:
+        """Build a policy from TRUSTED_HOSTS entries: host, host:port, [v6]:port or CIDR."""
+        hosts: set[tuple[str, int | None]] = set()
+        networks = []
+        for raw in entries:
+            entry = raw.strip().lower()
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+                continue
+            except ValueError:
+                pass
+            host, port = entry, None
+            if entry.startswith("["):
+                host, _, rest = entry[1:].partition("]")
+                port = int(rest[1:]) if rest.startswith(":") else None
+            elif entry.count(":") == 1:
+                host, _, p = entry.partition(":")
+                port = int(p)
+            hosts.add((host, port))
+        return cls(frozenset(hosts), tuple(networks))
+
+    def trusts(self, host: str, port: int, ip: IPAddress | None = None) -> bool:
+        """Tell whether host:port (resolved to ip) was declared trusted."""
+        host = host.lower().strip("[]")
+        if (host, None) in self.hosts or (host, port) in self.hosts:
+            return True
+        if ip is not None:
+            text = str(ip)
+            if (text, None) in self.hosts or (text, port) in self.hosts:
+                return True
+            return any(ip.version == net.version and ip in net for net in self.networks)
+        return False
+
+    def allows(self, host: str, port: int, ip: IPAddress) -> bool:
+        """Tell whether a connection to ip (for host:port) may be made."""
+        return is_public(ip) or self.trusts(host, port, ip)
+
+    def check_host(self, host: str, port: int) -> None:
+        """Refuse a host whose every address is blocked; other resolution errors pass."""
+        try:
+            infos = resolve(host, port)
+        except (OSError, UnicodeError):
+            return  # the fetch itself reports it as an upstream error
+        addresses = [_ip_of(info[4]) for info in infos]
+        if addresses and not any(self.allows(host, port, ip) for ip in addresses):
+            raise BlockedAddress()
+
+    def create_connection(
+        self,
+        address: tuple[str, int],
+        timeout: float | None = None,
+        source_address: tuple[str, int] | None = None,
+    ) -> socket.socket:
+        """Connect like socket.create_connection, but only to allowed addresses."""
+        host, port = address
+        infos = resolve(host, port)
+        error: OSError | None = None
+        for family, type_, proto, _, sockaddr in infos:
+            ip = _ip_of(sockaddr)
+            if not self.allows(host, port, ip):
+                log.warning("blocked connection to %s:%s (%s)", host, port, ip)
+                error = AddressBlocked(f"address of {host} is not allowed")
+                continue
+            sock = socket.socket(family, type_, proto)
+            try:
+                if timeout is not None and timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                    sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                if not isinstance(error, AddressBlocked):
+                    error = exc
+        raise error or OSError(f"no address for {host}")
+
+
+def _ip_of(sockaddr: tuple) -> IPAddress:
+    return ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+
+
+ALLOWED_SCHEMES = ("http", "https")
+
+
+def check_url(url: object, max_length: int = 4096) -> str:
+    """Validate a user's URL: absolute http(s), sane host and port; return it stripped."""
+    if not isinstance(url, str):
+        raise InvalidURL("The link must be text.")
+    url = url.strip()
+    if not url:
+        raise InvalidURL("The link is empty.")
+    if len(url) > max_length:
+        raise InvalidURL(f"The link is longer than {max_length} characters.")
+    if any(ord(c) < 0x21 or 0x7F <= ord(c) < 0xA0 for c in url):
+        raise InvalidURL("The link contains spaces or control characters.")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InvalidURL("The link's host or port is malformed.") from None
+    if parts.scheme.lower() not in ALLOWED_SCHEMES:
+        raise InvalidURL("Only http and https links are supported.")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidURL("Links with a user name or password are not supported.")
+    host = parts.hostname
+    if not host:
+        raise InvalidURL("The link has no host.")
+    if port == 0:
+        raise InvalidURL("The link's port is malformed.")
+    if not _valid_host(host):
+        raise InvalidURL("The link's host is malformed.")
+    return url
+
+
+def _valid_host(host: str) -> bool:
+    if host.startswith("[") or ":" in host:
+        try:
+            ipaddress.IPv6Address(host.strip("[]").split("%")[0])
+        except ValueError:
+            return False
+        return "%" not in host
+    try:
+        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        return False
+    ascii_host = ascii_host.rstrip(".")
+    if not ascii_host or len(ascii_host) > 253:
+        return False
+    labels = ascii_host.split(".")
+    return all(
+        0 < len(label) <= 63
+        and all(c.isalnum() or c in "-_" for c in label)
+        and not label.startswith("-")
+        for label in labels
+    )
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """Return the host and port a URL connects to."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    return (parts.hostname or ""), port
+
+
+def precheck(url: str, policy: Policy, max_length: int = 4096) -> str:
+    """Validate a URL and refuse it early when its host only resolves to blocked addresses."""
+    url = check_url(url, max_length)
+    policy.check_host(*host_port(url))
+    return url
+
+
+class _GuardedHTTPConnection(http.client.HTTPConnection):
+    policy: Policy
+
+    def connect(self) -> None:
+        self.sock = self.policy.create_connection((self.host, self.port), self.timeout)
+
+
+class _GuardedHTTPSConnection(http.client.HTTPSConnection):
+    policy: Policy
+
+    def connect(self) -> None:
+        sock = self.policy.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def fetch(
+    url: str,
+    policy: Policy,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    timeout: float = 15,
+    max_redirects: int = 5,
+) -> http.client.HTTPResponse:
+    """Open a URL through the guard, following http(s) redirects; caller closes the response."""
+    # Connection: close makes the response own the socket, so closing it frees everything.
+    send = {
+        "User-Agent": USER_AGENT,
+        "Accept-Encoding": "identity",
+        **(headers or {}),
+        "Connection": "close",
+    }
+    for _ in range(max_redirects + 1):
+        url = check_url(url)
+        parts = urlsplit(url)
+        secure = parts.scheme.lower() == "https"
+        cls = _GuardedHTTPSConnection if secure else _GuardedHTTPConnection
+        kwargs = {"context": ssl.create_default_context()} if secure else {}
+        conn = cls(parts.hostname, parts.port, timeout=timeout, **kwargs)
+        conn.policy = policy
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            conn.request(method, target, headers=send)
+            resp = conn.getresponse()
+        except AddressBlocked:
+            conn.close()
+            raise BlockedAddress() from None
+        except (TimeoutError, socket.timeout):
+            conn.close()
+            raise UpstreamTimeout() from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise UpstreamError(f"Could not reach the site ({type(exc).__name__}).") from None
+        location = resp.getheader("Location")
+        if resp.status in REDIRECTS and location:
+            resp.close()
+            conn.close()
+            url = urljoin(url, location)
+            if urlsplit(url).scheme.lower() not in ALLOWED_SCHEMES:
+                raise BlockedAddress("The site redirected to a link that is not http(s).")
+            if resp.status == 303:
+                method = "GET"
+            continue
+        resp.url = url  # type: ignore[attr-defined]
+        return resp
+    raise UpstreamError("The site redirected too many times.")

@@ -1,0 +1,156 @@
+"""The OpenAPI 3.1 description of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+
+ERROR_CODES = [
+    "invalid_request", "invalid_url", "blocked_address", "unauthorized", "not_found",
+    "method_not_allowed", "conflict", "payload_too_large", "unsupported_url",
+    "format_unavailable", "too_large", "too_long", "rate_limited", "upstream_error",
+    "upstream_timeout", "jobs_disabled", "unavailable", "internal_error",
+]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def error_responses(*statuses: int) -> dict[str, Any]:
+    """Describe error answers of the given statuses in the one error shape."""
+    return {str(s): {"$ref": "#/components/responses/Error"} for s in statuses}
+
+
+NULLABLE_STR = {"type": ["string", "null"]}
+NULLABLE_NUM = {"type": ["number", "null"]}
+NULLABLE_INT = {"type": ["integer", "null"]}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "request_id"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "enum": ERROR_CODES},
+                    "message": {"type": "string"},
+                },
+            },
+            "request_id": {"type": "string"},
+        },
+    },
+    "Format": {
+        "type": "object",
+        "required": ["format_id", "kind"],
+        "properties": {
+            "format_id": {"type": "string"},
+            "ext": NULLABLE_STR,
+            "kind": {"type": "string", "enum": ["video+audio", "video", "audio"]},
+            "width": NULLABLE_INT,
+            "height": NULLABLE_INT,
+            "fps": NULLABLE_NUM,
+            "vcodec": NULLABLE_STR,
+            "acodec": NULLABLE_STR,
+            "tbr": NULLABLE_NUM,
+            "filesize": NULLABLE_INT,
+            "protocol": NULLABLE_STR,
+        },
+    },
+    "MediaInfo": {
+        "type": "object",
+        "required": ["type", "url", "title", "formats"],
+        "properties": {
+            "type": {"type": "string", "enum": ["video", "playlist"]},
+            "url": NULLABLE_STR,
+            "webpage_url": NULLABLE_STR,
+            "extractor": NULLABLE_STR,
+            "id": NULLABLE_STR,
+            "title": NULLABLE_STR,
+            "duration": NULLABLE_NUM,
+            "thumbnail": NULLABLE_STR,
+            "uploader": NULLABLE_STR,
+            "upload_date": NULLABLE_STR,
+            "formats": {"type": "array", "items": _ref("Format")},
+            "entries": {"type": ["array", "null"], "items": _ref("MediaInfo")},
+        },
+    },
+    "UrlRequest": {
+        "type": "object",
+        "required": ["url"],
+        "properties": {"url": {"type": "string", "description": "An absolute http(s) URL."}},
+    },
+}
+
+PATHS: dict[str, Any] = {
+    "/healthz": {
+        "get": {
+            "summary": "Liveness: the process is up.",
+            "operationId": "healthz",
+            "responses": {"200": _json({"type": "object"}, "Up.")},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "summary": "Readiness: database, queue and storage answer.",
+            "operationId": "readyz",
+            "responses": {"200": _json({"type": "object"}, "Ready."), **error_responses(503)},
+        }
+    },
+    "/api/v1/info": {
+        "get": {
+            "summary": "Preview a URL.",
+            "operationId": "infoGet",
+            "parameters": [
+                {"name": "url", "in": "query", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": _json(_ref("MediaInfo"), "What is at the URL."),
+                **error_responses(400, 403, 422, 429, 502, 504),
+            },
+        },
+        "post": {
+            "summary": "Preview a URL.",
+            "operationId": "infoPost",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("UrlRequest")}},
+            },
+            "responses": {
+                "200": _json(_ref("MediaInfo"), "What is at the URL."),
+                **error_responses(400, 403, 413, 422, 429, 502, 504),
+            },
+        },
+    },
+    "/api/v1/openapi.json": {
+        "get": {
+            "summary": "This description.",
+            "operationId": "openapi",
+            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+        }
+    },
+}
+
+
+def spec() -> dict[str, Any]:
+    """Return the whole OpenAPI document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "nazzil",
+            "version": __version__,
+            "description": "Preview and download web videos. Errors share one JSON shape.",
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": {"Error": _json(_ref("Error"), "An error in the one JSON shape.")},
+        },
+    }

@@ -1,0 +1,1 @@
+"""nazzil's blueprints: pages (HTML), api (/api/v1), events (SSE)."""
