@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import socket
@@ -9,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.media import build_media
 from tests.mediaserver import MediaServer
 
@@ -34,7 +34,8 @@ def _local_only_getaddrinfo(host, port, *args, **kwargs):  # noqa: ANN001, ANN20
         try:
             socket.inet_aton(name)
         except OSError:
-            raise socket.gaierror(socket.EAI_NONAME, f"tests resolve no outside name: {name}")
+            msg = f"tests resolve no outside name: {name}"
+            raise socket.gaierror(socket.EAI_NONAME, msg) from None
     return _real_getaddrinfo(name, port, *args, **kwargs)
 
 
@@ -72,6 +73,8 @@ def config(tmp_path: Path, media_server: MediaServer) -> dict:
         "TRUSTED_HOSTS": f"127.0.0.1:{media_server.port}",
         "FETCH_TIMEOUT": "2",
         "LOG_LEVEL": "DEBUG",
+        # Counters per test app, even when a test points REDIS_URL at a shared Redis.
+        "RATE_LIMIT_STORAGE": "memory://",
     }
 
 
@@ -93,3 +96,17 @@ def client(app):  # noqa: ANN001, ANN201
 def runner(app):  # noqa: ANN001, ANN201
     """A CLI runner of the app."""
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def nazzil_log(app) -> Iterator[io.StringIO]:  # noqa: ANN001
+    """Capture what nazzil's own log handler writes, in its real format (with request ids)."""
+    import logging
+
+    handler = next(h for h in logging.getLogger("nazzil").handlers if getattr(h, "_nazzil", 0))
+    buffer = io.StringIO()
+    old = handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        handler.setStream(old)

@@ -240,32 +240,37 @@ def _free_box(size: int) -> bytes:
 
 def make_big_file(path: Path, size_bytes: int, *, faststart: bool = False) -> Path:
     """Write a real, decodable MP4 of exactly size_bytes (>= 1 MiB) to path, quickly."""
-    # How: encode a 2 s lossless clip of per-frame noise once (incompressible, so about
-    # 1 MB/frame at 640x360), loop it with stream copy (-stream_loop -1 -c copy) until
-    # -fs stops the mux just short of the target, then append a top-level 'free' box to
-    # hit the byte count exactly. Stream copy is I/O bound: 300 MB takes a few seconds.
-    # The result is ~25 fps H.264 + AAC, ~65 Mbit/s, so 300 MB is roughly 40 s of video.
+    # How: encode 2 s of per-frame noise once at near-lossless quality (incompressible,
+    # so ~260 KB/frame at 480x270), plus 2 s of AAC; loop both with stream copy
+    # (-stream_loop -1 -c copy) until -fs stops the mux just short of the target; then
+    # append a top-level 'free' box to hit the byte count exactly. Stream copy is I/O
+    # bound: 300 MB takes ~1-2 s. Result: 25 fps Constrained Baseline H.264 (qp 1, not
+    # lossless, so browsers can play it) + AAC at ~52 Mbit/s; 300 MB is ~45 s of video.
+    # Video and audio loop as separate inputs so each keeps regular timestamps.
     path = Path(path)
     if size_bytes < 1024 * 1024:
         raise ValueError("make_big_file needs at least 1 MiB")
     if path.exists() and path.stat().st_size == size_bytes:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bigmp4-", dir=path.parent) as tmpdir:
-        chunk = Path(tmpdir) / "chunk.mp4"
+    with tempfile.TemporaryDirectory(prefix=".bigmp4-", dir=path.parent) as tmpdir:
+        vchunk, achunk = Path(tmpdir) / "v.mp4", Path(tmpdir) / "a.m4a"
         _ffmpeg([
-            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=2,noise=alls=100:allf=t+u",
-            "-f", "lavfi", "-i", "sine=frequency=660:sample_rate=44100:duration=2",
-            "-map", "0:v", "-map", "1:a",
-            "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p",
-            "-g", "25", *_aac(128), "-shortest", "-f", "mp4", str(chunk),
+            "-f", "lavfi", "-i", "testsrc2=size=480x270:rate=25:duration=2,noise=alls=100:allf=t+u",
+            "-c:v", "libx264", "-preset", "ultrafast", "-qp", "1", "-pix_fmt", "yuv420p",
+            "-g", "25", "-f", "mp4", str(vchunk),
         ])  # fmt: skip
-        # Leave headroom for the moov box and -fs overshoot (it stops *after* the limit).
-        margin = max(256 * 1024, size_bytes // 50)
+        _ffmpeg([
+            "-f", "lavfi", "-i", "sine=frequency=660:sample_rate=48000:duration=2",
+            "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "ipod", str(achunk),
+        ])  # fmt: skip
+        # Headroom for the moov box (~1% at this packet rate) and for -fs, which stops
+        # only after the packet that crosses the limit (one frame is ~260 KB).
+        margin = 512 * 1024 + size_bytes // 50
         with _staged_file(path) as tmp:
             _ffmpeg([
-                "-stream_loop", "-1", "-i", str(chunk), "-map", "0", "-c", "copy",
-                "-fs", str(size_bytes - margin),
+                "-stream_loop", "-1", "-i", str(vchunk), "-stream_loop", "-1", "-i", str(achunk),
+                "-map", "0:v", "-map", "1:a", "-c", "copy", "-fs", str(size_bytes - margin),
                 *(["-movflags", "+faststart"] if faststart else []),
                 "-f", "mp4", str(tmp),
             ], timeout=300)  # fmt: skip

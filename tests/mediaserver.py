@@ -157,6 +157,10 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.owner._track(self.connection, add=False)
 
+    def version_string(self) -> str:
+        """Server header without the Python version (sys_version is blank)."""
+        return self.server_version
+
     def log_message(self, format: str, *args: object) -> None:
         """Silence per-request logging (tests must keep stderr clean)."""
 
@@ -193,7 +197,8 @@ class MediaServer:
         self.drop_skip: int = 0
         self._dropped: dict[str, int] = {}
         self._drop_seen: dict[str, int] = {}
-        self._conns: set[socket.socket] = set()
+        # Open client connections and the handler thread serving each.
+        self._conns: dict[socket.socket, threading.Thread] = {}
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -227,13 +232,18 @@ class MediaServer:
         self._stopping.set()
         httpd.shutdown()
         with self._lock:
-            conns = list(self._conns)
+            conns = list(self._conns.items())
         # Keep-alive handlers block in recv(); shutting the socket down unblocks them.
-        for conn in conns:
+        for conn, _ in conns:
             _hard_close(conn)
         httpd.server_close()
+        # Give handler threads a moment to unwind so tests do not see stray threads; they
+        # are daemons, so one stuck in a slow client write cannot block interpreter exit.
+        deadline = time.monotonic() + 1.0
+        for _, handler in conns:
+            handler.join(timeout=max(0.0, deadline - time.monotonic()))
         if thread is not None:
-            thread.join(timeout=2)
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self._httpd = None
         self._thread = None
 
@@ -314,7 +324,7 @@ class MediaServer:
         headers: Mapping[str, str] | None = None,
         content_type: str = _HTML,
     ) -> str:
-        """Register an in-memory response at an exact path; returns its absolute URL."""
+        """Register an in-memory response at an exact path; returns its URL once started."""
         data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
         page = _Page(data, int(status), content_type, dict(headers or {}))
         with self._lock:
@@ -322,7 +332,7 @@ class MediaServer:
         return self.url(path) if self.running else path
 
     def add_redirect(self, path: str, location: str, status: int = 302) -> str:
-        """Register a redirect from path to location; returns the path's absolute URL."""
+        """Register a redirect from path to location; returns its URL once started."""
         body = f'<a href="{html.escape(location)}">moved</a>'
         return self.add_page(path, body, status=status, headers={"Location": location})
 
@@ -336,9 +346,9 @@ class MediaServer:
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
             if add:
-                self._conns.add(conn)
+                self._conns[conn] = threading.current_thread()
             else:
-                self._conns.discard(conn)
+                self._conns.pop(conn, None)
 
     def _record_error(self, text: str) -> None:
         with self._lock:

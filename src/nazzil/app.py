@@ -34,15 +34,21 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["nazzil"] = {}
     logs.configure(app.config["NAZZIL_LOG_LEVEL"])
 
-    from . import device
+    from . import device, i18n, security
     from .web import api, pages
+    from .web import jobs as web_jobs
+    from .web import stream as web_stream
 
     device.init_app(app)
+    i18n.init_app(app)
     app.before_request(_start_request)
+    security.init_app(app)  # after the request id, before any view: tokens, limits, headers
     app.after_request(_finish_request)
     app.register_error_handler(Exception, handle_error)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(web_stream.bp)
+    web_jobs.init_app(app)
     return app
 
 

@@ -14,7 +14,10 @@ from . import __version__
 def _app():  # noqa: ANN202 - Flask is imported lazily to keep `nazzil --help` fast
     from .app import create_app
 
-    return create_app()
+    try:
+        return create_app()
+    except ValueError as exc:  # a bad NAZZIL_* value: say which, without a traceback
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group()
@@ -45,8 +48,14 @@ def serve(host: str | None, port: int | None) -> None:
         threads=app.config["NAZZIL_THREADS"],
         ident="nazzil",
         # Keep streamed responses in memory and push back on the app instead of spooling to disk.
+        # A write blocks while a connection holds more than the watermark, and buffers rotate
+        # at it, so one buffer (watermark + one 256 KiB chunk) never reaches the overflow size
+        # at which waitress would move it to a temporary file.
         outbuf_overflow=8 * 1024 * 1024,
         outbuf_high_watermark=4 * 1024 * 1024,
+        # Keep reading the socket during a response, so a client that hangs up is noticed
+        # (environ["waitress.client_disconnected"]) even while a stream waits for upstream.
+        channel_request_lookahead=1,
         channel_timeout=300,
         _quiet=True,
     )
@@ -67,6 +76,82 @@ def info(url: str) -> None:
             click.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}), err=True)
             sys.exit(1)
     click.echo(json.dumps(result, ensure_ascii=False, indent=2))
+
+
+@main.command()
+@click.option("--workers", "-w", default=None, type=int,
+              help="Parallel downloads (default NAZZIL_WORKERS).")
+def worker(workers: int | None) -> None:
+    """Run download workers only (no web server) until SIGINT or SIGTERM."""
+    from .queue import run_worker
+
+    app = _app()
+    click.echo(f"nazzil {__version__} worker ({app.config['NAZZIL_MODE']} mode)", err=True)
+    run_worker(app, workers)
+
+
+@main.command()
+@click.argument("url")
+@click.option("--format", "-f", "fmt", default="best", show_default=True,
+              help="best, <height>p (e.g. 720p), audio, or a format_id.")
+@click.option("--audio-format", default=None, type=click.Choice(["mp3", "m4a", "opus"]),
+              help="Audio codec with -f audio (default m4a).")
+@click.option("--start", default=None, type=float, help="Cut from this second.")
+@click.option("--end", default=None, type=float, help="Cut to this second.")
+@click.option("--output", "-o", "out_dir", default=".", show_default=True,
+              type=click.Path(file_okay=False), help="Directory for the file.")
+def download(url: str, fmt: str, audio_format: str | None, start: float | None,
+             end: float | None, out_dir: str) -> None:
+    """Download URL into a directory, named after its title; print the file's path."""
+    import secrets
+    from pathlib import Path
+
+    from . import download as dl
+    from . import extract, netguard
+    from .errors import NazzilError
+    from .formats import choose
+    from .storage import LocalStorage
+
+    app = _app()
+    target = Path(out_dir)
+    work = target / f".nazzil-{secrets.token_hex(6)}"
+
+    def report(progress: dict) -> None:
+        if progress.get("percent") is not None:
+            click.echo(f"\r{progress['percent']:5.1f}%", nl=False, err=True)
+
+    with app.app_context():
+        try:
+            choice = choose(fmt, audio_format)
+            url = netguard.precheck(url, extract.policy_for(app),
+                                    int(app.config["NAZZIL_MAX_URL_LENGTH"]))
+            result = dl.fetch(url, choice, work, config=app.config,
+                              policy=extract.policy_for(app), start=start, end=end,
+                              report=report if sys.stderr.isatty() else None)
+            name = LocalStorage(target).put(result.path, result.name, "")
+        except NazzilError as exc:
+            click.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}), err=True)
+            sys.exit(1)
+        finally:
+            dl.clear_dir(work)
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    click.echo(str(target / name))
+
+
+@main.group()
+def db() -> None:
+    """Manage the database."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema to the current version."""
+    from . import db as database
+
+    app = _app()
+    database.upgrade(app)
+    click.echo(f"database is up to date: {database.database_url(app).split('://')[0]}", err=True)
 
 
 if __name__ == "__main__":

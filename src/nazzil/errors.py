@@ -70,6 +70,14 @@ class TooLong(NazzilError):
     code, status, message = "too_long", 422, "The media is longer than this server allows."
 
 
+class RangeNotSatisfiable(NazzilError):
+    code, status, message = (
+        "range_not_satisfiable",
+        416,
+        "The requested byte range is outside the file.",
+    )
+
+
 class RateLimited(NazzilError):
     code, status, message = "rate_limited", 429, "Too many requests; please wait a moment."
 
@@ -84,6 +92,14 @@ class UpstreamError(NazzilError):
 
 class JobsDisabled(NazzilError):
     code, status, message = "jobs_disabled", 503, "This deployment runs no download jobs."
+
+
+class InsufficientStorage(NazzilError):
+    code, status, message = (
+        "insufficient_storage",
+        507,
+        "The server is low on disk space; no new downloads for now.",
+    )
 
 
 class Unavailable(NazzilError):
@@ -109,6 +125,7 @@ CODE_BY_STATUS: dict[int, str] = {
     502: "upstream_error",
     503: "unavailable",
     504: "upstream_timeout",
+    507: "insufficient_storage",
 }
 
 

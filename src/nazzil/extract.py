@@ -47,11 +47,36 @@ def yt_dlp_module() -> Any:
     return _yt_dlp
 
 
+_UNGUARDED = (
+    "This media would be fetched by ffmpeg or another program outside nazzil's address "
+    "guard, which is not allowed."
+)
+
+
+def _refuse_unguarded(*args: Any, **kwargs: Any) -> Any:
+    """Stand in for downloaders that open their own connections (ffmpeg, curl, rtmpdump)."""
+    raise BlockedAddress(_UNGUARDED)
+
+
+def _disable_unguarded_downloaders() -> None:
+    """Make every yt-dlp downloader that bypasses netguard refuse to run."""
+    from yt_dlp.downloader import external, rtmp, websocket
+
+    # HlsFD hands AES-128/SAMPLE-AES or "unsupported" playlists to FFmpegFD on its own,
+    # so refusing in dl() is not enough: the subprocess downloaders themselves must refuse.
+    for cls in (external.ExternalFD, rtmp.RtmpFD, websocket.FFmpegSinkFD):
+        cls.real_download = _refuse_unguarded
+
+
 def _build_guarded_class(yt_dlp: Any) -> Any:
     """Subclass YoutubeDL so every request goes through one handler that asks netguard."""
     import urllib.request
 
+    from yt_dlp.downloader import DashSegmentsFD, HlsFD, HttpFD, get_suitable_downloader
     from yt_dlp.networking import _urllib
+
+    _disable_unguarded_downloaders()
+    native_downloaders = (HttpFD, HlsFD, DashSegmentsFD)
 
     class GuardedHTTPHandler(_urllib.HTTPHandler):
         """yt-dlp's HTTP handler with its connections made by netguard."""
@@ -130,6 +155,13 @@ def _build_guarded_class(yt_dlp: Any) -> Any:
                 handler.policy = self.nazzil_policy
             return director
 
+        def dl(self, name: str, info: dict, subtitle: bool = False, test: bool = False) -> Any:
+            """Download with yt-dlp's own (guarded) downloaders only, never a subprocess."""
+            chosen = get_suitable_downloader(dict(info), self.params, to_stdout=(name == "-"))
+            if chosen not in native_downloaders:
+                raise BlockedAddress(_UNGUARDED)
+            return super().dl(name, info, subtitle=subtitle, test=test)
+
     return GuardedYoutubeDL
 
 
@@ -166,7 +198,8 @@ def base_params(config: dict[str, Any]) -> dict[str, Any]:
         "fragment_retries": 3,
         "check_formats": False,
         "hls_prefer_native": True,
-        "external_downloader": {},
+        # "native" for every protocol: never curl/aria2c/ffmpeg as downloader (own sockets).
+        "external_downloader": {"default": "native"},
         "enable_file_urls": False,
         "usenetrc": False,
         "noplaylist": False,
@@ -348,6 +381,46 @@ def _fill_durations(info: dict[str, Any], policy: netguard.Policy, timeout: floa
             video["duration"] = mediaprobe.duration_of(formats[-1], policy, timeout)
 
 
+def _drop_blocked_formats(info: dict[str, Any], policy: netguard.Policy) -> None:
+    """Drop formats (and entries) nazzil may not fetch; refuse when nothing is left."""
+    verdicts: dict[tuple[str, int], bool] = {}
+
+    def allowed(url: Any) -> bool:
+        if url is None:
+            return True
+        if not isinstance(url, str) or url.split(":", 1)[0].lower() not in ("http", "https"):
+            return False  # file:, data:, rtmp: ... are never fetched
+        try:
+            key = netguard.host_port(url)
+        except ValueError:
+            return False
+        if key not in verdicts:
+            try:
+                policy.check_host(*key)
+                verdicts[key] = True
+            except BlockedAddress:
+                verdicts[key] = False
+        return verdicts[key]
+
+    def usable(fmt: dict[str, Any]) -> bool:
+        return allowed(fmt.get("url")) and allowed(fmt.get("manifest_url"))
+
+    def clean(video: dict[str, Any]) -> bool:
+        formats = video.get("formats")
+        if formats:
+            video["formats"] = [f for f in formats if usable(f)]
+            return bool(video["formats"])
+        return usable(video)
+
+    if info.get("_type") in ("playlist", "multi_video"):
+        entries = [entry for entry in info.get("entries") or [] if entry]
+        info["entries"] = [entry for entry in entries if clean(entry)]
+        if entries and not info["entries"]:
+            raise BlockedAddress()
+    elif not clean(info):
+        raise BlockedAddress()
+
+
 def _check_direct(info: dict[str, Any], policy: netguard.Policy, timeout: float) -> None:
     """Refuse a 'direct link' whose bytes are not media (yt-dlp accepts any 200)."""
     if not info.get("direct"):
@@ -371,6 +444,7 @@ def probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[str
         raise classify(exc) from None
     if not info:
         raise UnsupportedURL()
+    _drop_blocked_formats(info, policy)
     _check_direct(info, policy, timeout)
     _fill_durations(info, policy, timeout)
     single_html5 = str(info.get("extractor") or "").startswith("html5")
@@ -429,3 +503,169 @@ def get_info(url: str, app: Flask | None = None) -> dict[str, Any]:
     log.info("previewed %s in %.0f ms", info.get("extractor"), (time.perf_counter() - started) * 1000)
     cache.put(url, info)
     return info
+
+
+# Fields of a selected format the stream engine needs to fetch it itself.
+_STREAM_FIELDS = (
+    "format_id", "url", "protocol", "ext", "container", "vcodec", "acodec", "filesize",
+    "filesize_approx", "http_headers", "manifest_url", "fragment_base_url", "has_drm",
+)
+
+
+def _stream_format(fmt: dict[str, Any]) -> dict[str, Any]:
+    out = {key: fmt.get(key) for key in _STREAM_FIELDS}
+    fragments = fmt.get("fragments")
+    if fragments is not None and not isinstance(fragments, list):
+        # A generator of fragments means a live stream that is still being written.
+        raise UnsupportedURL("Live streams cannot be downloaded.")
+    out["fragments"] = [
+        {"url": f.get("url"), "path": f.get("path"), "duration": f.get("duration")}
+        for f in fragments or []
+    ]
+    return out
+
+
+def resolve(url: str, selector: str, config: dict[str, Any],
+            policy: netguard.Policy) -> dict[str, Any]:
+    """Pick formats with a selector from formats.choose(); return their fetchable URLs."""
+    from .errors import FormatUnavailable
+
+    params = base_params(config)
+    params["format"] = selector
+    ydl = new_ydl(params, policy)
+    try:
+        with ydl:
+            info = ydl.extract_info(url, download=False)
+    except NazzilError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every yt-dlp failure is classified
+        if "requested format is not available" in str(exc).lower():
+            raise FormatUnavailable() from None
+        raise classify(exc) from None
+    if not info:
+        raise UnsupportedURL()
+    if info.get("_type") in ("playlist", "multi_video"):
+        entries = [entry for entry in info.get("entries") or [] if entry]
+        if len(entries) != 1:
+            raise UnsupportedURL("The link holds several videos; stream them one at a time.")
+        info = entries[0]
+    if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming"):
+        raise UnsupportedURL("Live streams cannot be downloaded.")
+    _check_direct(info, policy, float(config.get("NAZZIL_FETCH_TIMEOUT") or 15))
+    chosen = info.get("requested_formats") or [info]
+    if any(fmt.get("has_drm") for fmt in chosen):
+        raise UnsupportedURL("That video is protected by DRM and cannot be downloaded.")
+    duration = info.get("duration")
+    single_html5 = str(info.get("extractor") or "").startswith("html5")
+    return {
+        "id": str(info.get("id") or ""),
+        "title": _title(info, single_html5),
+        "duration": float(duration) if isinstance(duration, (int, float)) else None,
+        "formats": [_stream_format(fmt) for fmt in chosen],
+    }
+
+
+def download(url: str, choice: Any, out_dir: Any, *, config: dict[str, Any],
+             policy: netguard.Policy, ffmpeg: str, on_info: Any = None,
+             on_progress: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Download url in a formats.choose() Choice into out_dir; return the file and its facts.
+
+    on_info(facts) runs once the formats are chosen and before any media byte is fetched;
+    on_progress(d) gets yt-dlp's progress dicts. An exception raised by either stops the
+    download and comes out of this function unchanged. Partial files stay in out_dir.
+    """
+    from pathlib import Path
+
+    from yt_dlp.postprocessor.common import PostProcessor
+
+    from .errors import FormatUnavailable
+
+    yt_dlp = yt_dlp_module()
+    out_dir = Path(out_dir)
+    timeout = float(config.get("NAZZIL_FETCH_TIMEOUT") or 15)
+    raised: list[BaseException] = []
+
+    def relay(callback: Any) -> Any:
+        # yt-dlp stops cleanly on DownloadCancelled; the caller's own exception is kept aside.
+        def call(arg: Any) -> None:
+            try:
+                callback(arg)
+            except BaseException as exc:
+                raised.append(exc)
+                raise yt_dlp.utils.DownloadCancelled(str(exc)) from exc
+
+        return call
+
+    facts: dict[str, Any] = {}
+
+    class _BeforeDownload(PostProcessor):
+        def run(self, info: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+            chosen = info.get("requested_formats") or [info]
+            sizes = [f.get("filesize") or f.get("filesize_approx") for f in chosen]
+            duration = info.get("duration")
+            facts.update(
+                duration=float(duration) if isinstance(duration, (int, float)) else None,
+                filesize=sum(sizes) if sizes and all(sizes) else None,
+                ext=info.get("ext"),
+            )
+            if on_info is not None:
+                relay(on_info)(dict(facts))
+            return [], info
+
+    params = base_params(config)
+    params.pop("simulate", None)
+    params.update({
+        "format": choice.selector,
+        "outtmpl": {"default": "media.%(ext)s"},
+        "paths": {"home": str(out_dir), "temp": str(out_dir)},
+        "ffmpeg_location": ffmpeg,
+        "merge_output_format": "mp4",
+        # Retries with continuedl make a dropped connection resume with a Range request.
+        "retries": 10,
+        "fragment_retries": 10,
+        "file_access_retries": 3,
+        "continuedl": True,
+        "overwrites": True,
+        "playlist_items": "1",
+        "progress_hooks": [relay(on_progress)] if on_progress is not None else [],
+    })
+    if choice.audio_format:
+        params["postprocessors"] = [
+            {"key": "FFmpegExtractAudio", "preferredcodec": choice.audio_format}
+        ]
+    ydl = new_ydl(params, policy)
+    ydl.add_post_processor(_BeforeDownload(), when="before_dl")
+    try:
+        with ydl:
+            info = ydl.extract_info(url, download=False)
+            if not info:
+                raise UnsupportedURL()
+            if info.get("_type") in ("playlist", "multi_video"):
+                entries = [entry for entry in info.get("entries") or [] if entry]
+                if not entries:
+                    raise UnsupportedURL()
+                info = entries[0]
+            if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming"):
+                raise UnsupportedURL("Live streams cannot be downloaded.")
+            if any(f.get("has_drm") for f in info.get("requested_formats") or [info]):
+                raise UnsupportedURL("That video is protected by DRM and cannot be downloaded.")
+            _check_direct(info, policy, timeout)
+            if not info.get("duration") and config.get("NAZZIL_MAX_DURATION"):
+                _fill_durations(info, policy, timeout)
+            single_html5 = str(info.get("extractor") or "").startswith("html5")
+            facts["title"] = _title(info, single_html5)
+            info = ydl.process_ie_result(info, download=True)
+    except BaseException as exc:
+        if raised:
+            raise raised[0] from None
+        if isinstance(exc, NazzilError) or not isinstance(exc, Exception):
+            raise
+        if "requested format is not available" in str(exc).lower():
+            raise FormatUnavailable() from None
+        raise classify(exc) from None
+    downloads = info.get("requested_downloads") or [] if info else []
+    path = Path(downloads[0]["filepath"]) if downloads and downloads[0].get("filepath") else None
+    if path is None or not path.is_file() or path.parent.resolve() != out_dir.resolve():
+        raise UpstreamError("The download produced no file.")
+    facts["ext"] = path.suffix.lstrip(".")
+    return path, facts

@@ -9,7 +9,7 @@ import socket
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from .errors import BlockedAddress, InvalidURL, UpstreamError, UpstreamTimeout
 
@@ -23,8 +23,42 @@ USER_AGENT = (
 )
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# RFC 8215 local-use NAT64 prefix: translates into a private network by definition.
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+# Ranges refused whatever the running Python's ipaddress tables say (they differ by version).
+BLOCKED_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "2001:db8::/32",
+        "3fff::/20",
+        "5f00::/16",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    )
+)
 
 
 class AddressBlocked(OSError):
@@ -36,35 +70,55 @@ def resolve(host: str, port: int) -> list[tuple]:
     return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
 
 
-def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """Return the IPv4 address hidden in a mapped, NAT64, 6to4 or Teredo IPv6 address."""
+def embedded_ipv4s(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Return the IPv4 addresses hidden in a mapped, NAT64, 6to4, Teredo or compatible address."""
     if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+        return [ip.ipv4_mapped]
     if ip in _NAT64 or ip in _NAT64_LOCAL:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
     if ip.sixtofour is not None:
-        return ip.sixtofour
+        return [ip.sixtofour]
     if ip.teredo is not None:
-        return ip.teredo[1]
-    # IPv4-compatible ::a.b.c.d (deprecated but still routed by some stacks).
-    if int(ip) >> 32 == 0 and int(ip) > 1:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+        return list(ip.teredo)  # the Teredo server and the (de-obfuscated) client
+    # IPv4-compatible ::a.b.c.d (deprecated) and IPv4-translated ::ffff:0:a.b.c.d (SIIT).
+    if int(ip) >> 32 in (0, 0xFFFF0000) and int(ip) > 1:
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    return []
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """Return the (first) IPv4 address hidden in an IPv6 address, or None."""
+    found = embedded_ipv4s(ip)
+    return found[0] if found else None
 
 
 def is_public(ip: IPAddress) -> bool:
     """Tell whether an address is globally routable unicast (not private, loopback, etc.)."""
+    if any(ip.version == net.version and ip in net for net in BLOCKED_NETWORKS):
+        return False
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.scope_id:
             return False
-        inner = embedded_ipv4(ip)
-        if inner is not None:
-            return is_public(inner)
+        inner = embedded_ipv4s(ip)
+        if inner:
+            # The tunnel leads wherever its IPv4 leads: every embedded address must be public.
+            return all(is_public(v4) for v4 in inner)
+        if ip.is_site_local:
+            return False
     if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_link_local:
         return False
     if ip.is_private or ip.is_reserved or not ip.is_global:
         return False
     return not (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT)
+
+
+def _norm_host(host: str) -> str:
+    """Normalise a host for comparison: lower case, no brackets or final dot, canonical IPs."""
+    host = host.strip().lower().strip("[]").rstrip(".")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
 
 
 @dataclass(frozen=True)
@@ -88,19 +142,28 @@ class Policy:
                 continue
             except ValueError:
                 pass
-            host, port = entry, None
+            host, port_text = entry, ""
             if entry.startswith("["):
                 host, _, rest = entry[1:].partition("]")
-                port = int(rest[1:]) if rest.startswith(":") else None
+                if rest and not rest.startswith(":"):
+                    raise ValueError(f"NAZZIL_TRUSTED_HOSTS: malformed entry {raw!r}")
+                port_text = rest[1:]
             elif entry.count(":") == 1:
-                host, _, p = entry.partition(":")
-                port = int(p)
+                host, _, port_text = entry.partition(":")
+            port = None
+            if port_text or entry.endswith(":"):
+                if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                    raise ValueError(f"NAZZIL_TRUSTED_HOSTS: bad port in {raw!r}")
+                port = int(port_text)
+            host = _norm_host(host)
+            if not host or not _valid_host(host):
+                raise ValueError(f"NAZZIL_TRUSTED_HOSTS: bad host in {raw!r}")
             hosts.add((host, port))
         return cls(frozenset(hosts), tuple(networks))
 
     def trusts(self, host: str, port: int, ip: IPAddress | None = None) -> bool:
         """Tell whether host:port (resolved to ip) was declared trusted."""
-        host = host.lower().strip("[]")
+        host = _norm_host(host)
         if (host, None) in self.hosts or (host, port) in self.hosts:
             return True
         if ip is not None:
@@ -264,8 +327,13 @@ def fetch(
         **(headers or {}),
         "Connection": "close",
     }
-    for _ in range(max_redirects + 1):
-        url = check_url(url)
+    for hop in range(max_redirects + 1):
+        try:
+            url = check_url(url)
+        except InvalidURL:
+            if hop == 0:
+                raise
+            raise UpstreamError("The site redirected to a malformed link.") from None
         parts = urlsplit(url)
         secure = parts.scheme.lower() == "https"
         cls = _GuardedHTTPSConnection if secure else _GuardedHTTPConnection
@@ -273,13 +341,15 @@ def fetch(
         conn = cls(parts.hostname, parts.port, timeout=timeout, **kwargs)
         conn.policy = policy
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # http.client sends the target as ASCII: percent-encode what a browser would.
+        target = quote(target, safe="!#$%&'()*+,/:;=?@[]~")
         try:
             conn.request(method, target, headers=send)
             resp = conn.getresponse()
         except AddressBlocked:
             conn.close()
             raise BlockedAddress() from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             conn.close()
             raise UpstreamTimeout() from None
         except (OSError, http.client.HTTPException) as exc:
@@ -289,8 +359,13 @@ def fetch(
         if resp.status in REDIRECTS and location:
             resp.close()
             conn.close()
-            url = urljoin(url, location)
-            if urlsplit(url).scheme.lower() not in ALLOWED_SCHEMES:
+            try:
+                url = urljoin(url, location.strip())
+                scheme = urlsplit(url).scheme.lower()
+            except ValueError:
+                raise UpstreamError("The site redirected to a malformed link.") from None
+            if scheme not in ALLOWED_SCHEMES:
+                # ftp:, file:, gopher: ... would leave the guard; only http(s) is followed.
                 raise BlockedAddress("The site redirected to a link that is not http(s).")
             if resp.status == 303:
                 method = "GET"

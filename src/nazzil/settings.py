@@ -51,6 +51,20 @@ def parse_list(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip() for part in str(value).split(",") if part.strip())
 
 
+def parse_rate(value: str) -> str:
+    """Read a rate limit such as 30/minute or 10/minute;200/day; off, none or 0 disable it."""
+    text = str(value).strip()
+    if text.lower() in ("", "0", "off", "none", "no", "false"):
+        return ""
+    from limits import parse_many
+
+    try:
+        parse_many(text)
+    except ValueError:
+        raise ValueError(f"not a rate limit: {value!r}") from None
+    return text
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its name without the prefix, default, help, and parser."""
@@ -87,6 +101,20 @@ SETTINGS: tuple[Setting, ...] = (
             int),
     Setting("RETENTION", "24h", "How long finished files stay before they are removed.",
             parse_seconds),
+    Setting("JOB_HISTORY", "30d", "How long finished, failed and cancelled jobs stay listed "
+            "(their files go earlier, after RETENTION); 0 keeps them.", parse_seconds),
+    Setting("MAX_QUEUED_PER_DEVICE", 25, "Most jobs one device may have queued or running at "
+            "once; 0 for no limit.", int),
+    Setting("MIN_FREE_DISK", "1G", "New jobs are refused while the data directory's disk has "
+            "less free space than this; 0 turns the check off.", parse_size),
+    Setting("MAX_ATTEMPTS", 3, "How many times a job whose worker died is run again before it "
+            "fails.", int),
+    Setting("HEARTBEAT", "5", "Seconds between a worker's heartbeats for its running jobs (also "
+            "how soon a running job notices it was cancelled).", parse_seconds),
+    Setting("STALE_AFTER", "60", "Seconds without a heartbeat after which a running job's "
+            "worker is taken for dead and the job is queued again.", parse_seconds),
+    Setting("QUEUE_NAME", "nazzil", "Name of the job queue (lets several deployments share one "
+            "Redis)."),
     Setting("FFMPEG", "", "Path of the ffmpeg binary; empty uses the imageio-ffmpeg wheel's."),
     Setting("HOST", "", "Address `nazzil serve` binds; empty means 127.0.0.1, or 0.0.0.0 when "
             "PORT is set by a platform."),
@@ -102,6 +130,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_URL_LENGTH", 4096, "Longest accepted URL, in characters.", int),
     Setting("MAX_BODY", "64K", "Largest accepted request body.", parse_size),
     Setting("PLAYLIST_LIMIT", 50, "Most entries of a playlist that are previewed.", int),
+    Setting("RATE_LIMIT_PREVIEW", "60/minute", "Previews allowed per device and per client "
+            "address, e.g. 30/minute or 10/minute;200/day; off disables.", parse_rate),
+    Setting("RATE_LIMIT_JOBS", "20/minute", "Download jobs (and retries) that may be created "
+            "per device and per client address; off disables.", parse_rate),
+    Setting("RATE_LIMIT_STREAM", "20/minute", "Streamed downloads allowed per device and per "
+            "client address; off disables.", parse_rate),
+    Setting("RATE_LIMIT_LOGIN", "10/minute", "Access-token attempts on the login page per "
+            "client address; off disables.", parse_rate),
+    Setting("RATE_LIMIT_STORAGE", "", "Where rate-limit counters live: empty means REDIS_URL "
+            "when set (shared by a cluster), else memory://; or any limits storage URI."),
+    Setting("PROXY_HOPS", 0, "How many reverse proxies stand in front of nazzil; the client "
+            "address (and https) is then read from X-Forwarded-For/-Proto. 0 trusts no header.",
+            int),
+    Setting("ACCESS_TOKENS", "", "Comma list of access tokens (or sha256:<hex> of a token); when "
+            "set, the API needs Authorization: Bearer <token> and the page asks for one.",
+            parse_list),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
