@@ -107,14 +107,18 @@ def test_preview_error_is_translated(client) -> None:
 
 
 def test_api_errors_stay_english(client) -> None:
-    body = client.post("/api/v1/info", json={"url": "nope"},
-                       headers={"Accept-Language": "ar"}).get_json()
+    body = client.post(
+        "/api/v1/info", json={"url": "nope"}, headers={"Accept-Language": "ar"}
+    ).get_json()
     assert not ARABIC.search(body["error"]["message"])
 
 
 def test_every_error_code_has_a_sentence() -> None:
-    codes = {cls.code for cls in vars(errors).values()
-             if isinstance(cls, type) and issubclass(cls, errors.NazzilError)}
+    codes = {
+        cls.code
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.NazzilError)
+    }
     codes |= set(errors.CODE_BY_STATUS.values())
     missing = codes - set(i18n.ERRORS)
     assert not missing, f"no friendly sentence for {sorted(missing)}"

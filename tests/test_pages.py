@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from html import escape
 from html.parser import HTMLParser
 
 import pytest
+from tests.mediaserver import multi_video_page, no_video_page, video_page
 
 from nazzil.app import create_app
 from nazzil.web import pages
-from tests.mediaserver import multi_video_page, no_video_page, video_page
 
 HOSTILE = "</title><script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
 
@@ -51,17 +52,35 @@ def parse(html: str) -> Tags:
     return tags
 
 
+def rss_feed(title: str, links: list[tuple[str, str]]) -> str:
+    """An RSS feed: yt-dlp reads it as a playlist whose entries have links of their own."""
+    items = "".join(
+        f"<item><title>{escape(t)}</title><link>{escape(u)}</link></item>" for t, u in links
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>{escape(title)}</title>'
+        f"{items}</channel></rss>"
+    )
+
+
 @pytest.fixture(scope="module")
 def urls(media_server) -> dict[str, str]:
     """Pages on the media server this module previews."""
     s = media_server
     return {
-        "hls": s.add_page("/pages/hls.html", video_page("/hls/master.m3u8", "Two qualities",
-                                                         poster="/thumb.jpg")),
+        "hls": s.add_page(
+            "/pages/hls.html", video_page("/hls/master.m3u8", "Two qualities", poster="/thumb.jpg")
+        ),
         "hostile": s.add_page("/pages/hostile.html", video_page("/sample.mp4", HOSTILE)),
         "none": s.add_page("/pages/none.html", no_video_page("Only words")),
-        "multi": s.add_page("/pages/multi.html",
-                            multi_video_page(["/sample.mp4", "/hls/master.m3u8"], "Both")),
+        "multi": s.add_page(
+            "/pages/multi.html", multi_video_page(["/sample.mp4", "/hls/master.m3u8"], "Both")
+        ),
+        "feed": s.add_page(
+            "/pages/feed.xml",
+            rss_feed("A feed", [("One", s.url("/pages/hls.html")), ("Two", s.url("/sample.mp4"))]),
+            content_type="application/rss+xml",
+        ),
     }
 
 
@@ -116,7 +135,7 @@ def test_url_preview_is_rendered_on_the_server(client, urls) -> None:
     assert doc.find("input", type="hidden", name="url", value=urls["hls"])
     values = [a["value"] for t, a in doc.tags if t == "option"]
     assert values[:4] == ["best", "360p", "240p", "audio"]
-    assert ["m4a", "mp3"] == values[4:]
+    assert values[4:] == ["m4a", "mp3"]
     (best,) = doc.find("option", value="best")
     assert "selected" in best
     assert re.search(r"Best \(360p\) · ~\d+\xa0KB", html), "the default shows its size"
@@ -166,14 +185,25 @@ def test_preview_fragment_for_app_js(client, urls) -> None:
     assert empty.status_code == 400 and "web link" in empty.get_data(as_text=True)
 
 
-def test_playlist_shows_each_entry_with_its_own_controls(client, urls) -> None:
+def test_playlist_shows_each_entry_with_its_own_controls(client, urls, media_server) -> None:
+    html = client.get("/", query_string={"url": urls["feed"]}).get_data(as_text=True)
+    doc = parse(html)
+    assert "several videos" in html and "A feed" in html
+    assert len(doc.find("article", class_="card preview")) == 2
+    forms = doc.find("form", class_="dl")
+    assert len(forms) == 2
+    links = [a["value"] for a in doc.find("input", type="hidden", name="url")]
+    assert links == [urls["hls"], media_server.url("/sample.mp4")]
+    ids = [a["id"] for t, a in doc.tags if t in ("select", "input") and a.get("id")]
+    assert len(ids) == len(set(ids)), "each entry's controls have their own ids"
+
+
+def test_videos_sharing_the_page_link_offer_only_the_first(client, urls) -> None:
     html = client.get("/", query_string={"url": urls["multi"]}).get_data(as_text=True)
     doc = parse(html)
-    assert "several videos" in html
-    assert len(doc.find("form", class_="dl")) == 2
     assert len(doc.find("article", class_="card preview")) == 2
-    ids = [a["id"] for t, a in doc.tags if t == "select"]
-    assert len(ids) == len(set(ids)), "each entry's controls have their own ids"
+    assert len(doc.find("form", class_="dl")) == 1
+    assert "no link of its own" in html
 
 
 def test_manifest_is_served_with_its_type_and_share_target(client) -> None:
@@ -238,11 +268,22 @@ def test_html_error_page_is_friendly(client) -> None:
     assert response.headers["X-Request-ID"] in html
 
 
-def fmt(fid: str, kind: str, height: int | None = None, filesize: int | None = None,
-        tbr: float | None = None) -> dict:
+def fmt(
+    fid: str,
+    kind: str,
+    height: int | None = None,
+    filesize: int | None = None,
+    tbr: float | None = None,
+) -> dict:
     """A Format of the API."""
-    return {"format_id": fid, "kind": kind, "height": height, "filesize": filesize, "tbr": tbr,
-            "ext": "mp4"}
+    return {
+        "format_id": fid,
+        "kind": kind,
+        "height": height,
+        "filesize": filesize,
+        "tbr": tbr,
+        "ext": "mp4",
+    }
 
 
 def test_choices_group_by_height_best_first_with_sizes(app) -> None:
@@ -268,8 +309,9 @@ def test_choices_group_by_height_best_first_with_sizes(app) -> None:
 
 def test_choices_of_a_single_file(app) -> None:
     with app.test_request_context("/"):
-        plain = pages.choices({"duration": 4, "formats": [fmt("mp4", "video+audio",
-                                                                filesize=700_000)]})
+        plain = pages.choices(
+            {"duration": 4, "formats": [fmt("mp4", "video+audio", filesize=700_000)]}
+        )
         silent = pages.choices({"duration": 4, "formats": [fmt("v", "video", 240)]})
     assert plain["qualities"] == [] and plain["best"]["size"] == "684\xa0KB" and plain["audio"]
     assert silent["audio"] is False and silent["best"]["label"] == "Best (240p)"
@@ -277,8 +319,15 @@ def test_choices_of_a_single_file(app) -> None:
 
 @pytest.mark.parametrize(
     ("n", "text"),
-    [(None, ""), (0, ""), (512, "512\xa0B"), (2048, "2\xa0KB"), (5 << 20, "5.0\xa0MB"),
-     (150 << 20, "150\xa0MB"), (3 << 30, "3.0\xa0GB")],
+    [
+        (None, ""),
+        (0, ""),
+        (512, "512\xa0B"),
+        (2048, "2\xa0KB"),
+        (5 << 20, "5.0\xa0MB"),
+        (150 << 20, "150\xa0MB"),
+        (3 << 30, "3.0\xa0GB"),
+    ],
 )
 def test_format_size(app, n, text) -> None:
     with app.test_request_context("/"):

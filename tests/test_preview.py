@@ -82,7 +82,7 @@ def test_video_tag_page(client, pages) -> None:
     info = preview(client, pages["video"])
     check_video(info)
     assert info["title"] == "A video tag"
-    assert info["webpage_url"] == pages["video"]
+    assert info["url"] == info["webpage_url"] == pages["video"]
     assert_image(info["thumbnail"])
     assert info["thumbnail"].endswith("/thumb.jpg")
     assert info["formats"][0]["kind"] == "video+audio"
@@ -114,6 +114,13 @@ def test_page_with_several_videos_is_a_playlist(client, pages) -> None:
     assert [e["formats"][0]["kind"] for e in info["entries"]] == [
         "video+audio", "video+audio", "audio",
     ]  # fmt: skip
+
+
+def test_playlist_limit(config, pages) -> None:
+    from nazzil.app import create_app
+
+    client = create_app({**config, "PLAYLIST_LIMIT": "2"}).test_client()
+    assert len(preview(client, pages["multi"])["entries"]) == 2
 
 
 def test_hls_master_lists_variants_best_first(client, media_server) -> None:
@@ -216,3 +223,19 @@ def test_yt_dlp_is_quiet(client, pages, capfd) -> None:
     assert out == ""
     # yt-dlp's own lines start with "[extractor]", "WARNING:" or "ERROR:"; ours with a time.
     assert not [line for line in err.splitlines() if line.startswith(("[", "WARNING:", "ERROR:"))]
+
+
+def test_yt_dlp_writes_no_cache_or_config(client, media_server, tmp_path, monkeypatch) -> None:
+    """No cache dir, no config file, nothing in HOME: yt-dlp runs as a quiet library."""
+    home, cache, config_home = tmp_path / "home", tmp_path / "cache", tmp_path / "config"
+    for path in (home, cache, config_home):
+        path.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    # A config file that would break every extraction if yt-dlp read it.
+    (config_home / "yt-dlp").mkdir()
+    (config_home / "yt-dlp" / "config").write_text("--simulate --match-filter 'id=nothing'\n")
+    url = media_server.add_page("/preview/no-cache.html", video_page("/sample.mp4", "No cache"))
+    assert preview(client, url)["title"] == "No cache"
+    assert list(home.iterdir()) == [] and list(cache.iterdir()) == []

@@ -10,12 +10,14 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
-
-from nazzil import stream
-from nazzil.app import create_app
-from nazzil.names import content_disposition, safe_filename
 from tests.media import decode_ok, ffmpeg_exe, ffprobe_like
 from tests.mediaserver import video_page
+
+from nazzil import sources, stream
+from nazzil.app import create_app
+from nazzil.errors import UnsupportedURL
+from nazzil.names import content_disposition, safe_filename
+from nazzil.netguard import Policy
 
 
 def get(client: Any, **query: str) -> Any:
@@ -23,11 +25,11 @@ def get(client: Any, **query: str) -> Any:
     return client.get("/api/v1/stream", query_string=query, buffered=False)
 
 
-def fetch(client: Any, tmp_path: Path, name: str = "out.bin", headers: dict | None = None,
-          **query: str) -> tuple[Any, Path]:
+def fetch(
+    client: Any, tmp_path: Path, name: str = "out.bin", headers: dict | None = None, **query: str
+) -> tuple[Any, Path]:
     """Stream to a file and return the response and the file."""
-    resp = client.get("/api/v1/stream", query_string=query, headers=headers or {},
-                      buffered=False)
+    resp = client.get("/api/v1/stream", query_string=query, headers=headers or {}, buffered=False)
     path = tmp_path / name
     try:
         with path.open("wb") as fh:
@@ -75,8 +77,9 @@ def test_progressive_range(client, media_server, media_root, tmp_path, header, s
     if start is None:
         start = size - 500
     end = size - 1 if end is None else end
-    resp, path = fetch(client, tmp_path, headers={"Range": header},
-                       url=media_server.url("sample.mp4"))
+    resp, path = fetch(
+        client, tmp_path, headers={"Range": header}, url=media_server.url("sample.mp4")
+    )
     assert resp.status_code == 206
     assert resp.headers["Content-Range"] == f"bytes {start}-{end}/{size}"
     assert resp.headers["Content-Length"] == str(end - start + 1)
@@ -85,16 +88,21 @@ def test_progressive_range(client, media_server, media_root, tmp_path, header, s
 
 def test_range_past_the_end_is_416(client, media_server, media_root):
     size = (media_root / "sample.mp4").stat().st_size
-    resp = client.get("/api/v1/stream", query_string={"url": media_server.url("sample.mp4")},
-                      headers={"Range": f"bytes={size + 10}-"})
+    resp = client.get(
+        "/api/v1/stream",
+        query_string={"url": media_server.url("sample.mp4")},
+        headers={"Range": f"bytes={size + 10}-"},
+    )
     assert resp.status_code == 416
     assert error_of(resp) == "range_not_satisfiable"
 
 
-def test_m4a_is_passed_through_when_it_is_what_was_asked(client, media_server, media_root,
-                                                          tmp_path):
-    resp, path = fetch(client, tmp_path, url=media_server.url("audio.m4a"), format="audio",
-                       audio_format="m4a")
+def test_m4a_is_passed_through_when_it_is_what_was_asked(
+    client, media_server, media_root, tmp_path
+):
+    resp, path = fetch(
+        client, tmp_path, url=media_server.url("audio.m4a"), format="audio", audio_format="m4a"
+    )
     assert resp.status_code == 200
     assert path.read_bytes() == (media_root / "audio.m4a").read_bytes()
 
@@ -148,8 +156,9 @@ def test_hls_quality_is_remuxed(client, media_server, tmp_path, quality):
     ],
 )
 def test_audio_conversion(client, media_server, tmp_path, source, audio_format, acodec, ctype):
-    resp, path = fetch(client, tmp_path, url=media_server.url(source), format="audio",
-                       audio_format=audio_format)
+    resp, path = fetch(
+        client, tmp_path, url=media_server.url(source), format="audio", audio_format=audio_format
+    )
     assert resp.status_code == 200
     assert resp.headers["Content-Type"] == ctype
     assert f'.{audio_format}"' in resp.headers["Content-Disposition"]
@@ -198,13 +207,13 @@ def test_stream_without_length_is_cut_at_the_limit(config, media_server):
         ({"url": "http://10.0.0.1/a.mp4"}, 403, "blocked_address"),
         ({"url": "PLACEHOLDER", "format": "bad format!"}, 400, "invalid_request"),
         ({"url": "PLACEHOLDER", "format": "nope123"}, 422, "format_unavailable"),
-        ({"url": "PLACEHOLDER", "format": "audio", "audio_format": "wav"}, 400,
-         "invalid_request"),
+        ({"url": "PLACEHOLDER", "format": "audio", "audio_format": "wav"}, 400, "invalid_request"),
     ],
 )
 def test_errors_before_the_first_byte(client, media_server, query, status, code):
-    query = {k: (media_server.url("sample.mp4") if v == "PLACEHOLDER" else v)
-             for k, v in query.items()}
+    query = {
+        k: (media_server.url("sample.mp4") if v == "PLACEHOLDER" else v) for k, v in query.items()
+    }
     resp = get(client, **query)
     assert resp.status_code == status
     assert error_of(resp) == code
@@ -218,17 +227,16 @@ def test_not_media_is_unsupported(client, media_server):
 
 def test_encrypted_hls_is_refused(client, media_server, media_root):
     playlist = (media_root / "hls/240/index.m3u8").read_text()
-    playlist = playlist.replace(
-        "#EXTINF", '#EXT-X-KEY:METHOD=AES-128,URI="key.bin"\n#EXTINF', 1)
-    media_server.add_page("/hls/240/locked.m3u8", playlist,
-                          content_type="application/vnd.apple.mpegurl")
+    playlist = playlist.replace("#EXTINF", '#EXT-X-KEY:METHOD=AES-128,URI="key.bin"\n#EXTINF', 1)
+    media_server.add_page(
+        "/hls/240/locked.m3u8", playlist, content_type="application/vnd.apple.mpegurl"
+    )
     resp = get(client, url=media_server.url("hls/240/locked.m3u8"))
     assert resp.status_code == 422
     assert error_of(resp) == "unsupported_url"
 
 
-def test_dash_segments_on_an_untrusted_host_are_blocked(client, media_server, media_root,
-                                                        canary):
+def test_dash_segments_on_an_untrusted_host_are_blocked(client, media_server, media_root, canary):
     mpd = (media_root / "dash/manifest.mpd").read_text()
     mpd = mpd.replace('initialization="init', f'initialization="{canary.base}/init')
     mpd = mpd.replace('media="chunk', f'media="{canary.base}/chunk')
@@ -240,12 +248,12 @@ def test_dash_segments_on_an_untrusted_host_are_blocked(client, media_server, me
     assert canary.requests == []
 
 
-def test_hls_segments_on_an_untrusted_host_are_blocked(client, media_server, media_root,
-                                                       canary):
+def test_hls_segments_on_an_untrusted_host_are_blocked(client, media_server, media_root, canary):
     playlist = (media_root / "hls/240/index.m3u8").read_text()
     playlist = re.sub(r"^(seg\d+\.ts)$", rf"{canary.base}/\1", playlist, flags=re.M)
-    media_server.add_page("/hls/240/evil.m3u8", playlist,
-                          content_type="application/vnd.apple.mpegurl")
+    media_server.add_page(
+        "/hls/240/evil.m3u8", playlist, content_type="application/vnd.apple.mpegurl"
+    )
     canary.clear()
     resp = get(client, url=media_server.url("hls/240/evil.m3u8"))
     assert resp.status_code == 403
@@ -256,10 +264,11 @@ def test_hls_segments_on_an_untrusted_host_are_blocked(client, media_server, med
 def test_ffmpeg_refuses_network_even_when_told_to(canary):
     # Defence in depth: were a demuxer that follows URLs ever chosen, the pipe-only
     # protocol whitelist keeps ffmpeg off the network.
-    playlist = (f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n{canary.base}/seg.ts\n"
-                "#EXT-X-ENDLIST\n").encode()
+    playlist = (
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n{canary.base}/seg.ts\n#EXT-X-ENDLIST\n"
+    ).encode()
     source = stream.Source("hls", [stream.Piece(data=playlist)], {})
-    opts = stream.Options(policy=stream.netguard.Policy(), timeout=2)
+    opts = stream.Options(policy=Policy(), timeout=2)
     pipeline = stream.Pipeline([source], ["-map", "0", "-c", "copy", "-f", "mpegts"], opts)
     canary.clear()
     pipeline.start()
@@ -307,18 +316,27 @@ def test_safe_filename(title, expected):
 
 def test_content_disposition_shape():
     value = content_disposition('Café "quoted".mp4')
-    assert value == ("attachment; filename=\"Cafe quoted.mp4\"; "
-                     f"filename*=UTF-8''{quote('Café quoted.mp4')}")
+    assert value == (
+        f"attachment; filename=\"Cafe quoted.mp4\"; filename*=UTF-8''{quote('Café quoted.mp4')}"
+    )
     assert len(safe_filename("ب" * 500, "mp4").encode()) <= 200
 
 
 def test_parse_hls_byte_ranges_and_map():
-    text = "\n".join([
-        "#EXTM3U", '#EXT-X-MAP:URI="init.mp4",BYTERANGE="800@0"',
-        "#EXTINF:2.0,", "#EXT-X-BYTERANGE:1000@800", "media.mp4",
-        "#EXTINF:2.5,", "#EXT-X-BYTERANGE:500", "media.mp4", "#EXT-X-ENDLIST",
-    ])
-    pieces, duration, fmp4 = stream.parse_hls(text, "http://h.test/v/list.m3u8")
+    text = "\n".join(
+        [
+            "#EXTM3U",
+            '#EXT-X-MAP:URI="init.mp4",BYTERANGE="800@0"',
+            "#EXTINF:2.0,",
+            "#EXT-X-BYTERANGE:1000@800",
+            "media.mp4",
+            "#EXTINF:2.5,",
+            "#EXT-X-BYTERANGE:500",
+            "media.mp4",
+            "#EXT-X-ENDLIST",
+        ]
+    )
+    pieces, duration, fmp4 = sources.parse_hls(text, "http://h.test/v/list.m3u8")
     assert fmp4 and duration == 4.5
     assert [(p.url, p.start, p.length) for p in pieces] == [
         ("http://h.test/v/init.mp4", 0, 800),
@@ -328,8 +346,8 @@ def test_parse_hls_byte_ranges_and_map():
 
 
 def test_parse_hls_refuses_live():
-    with pytest.raises(stream.UnsupportedURL):
-        stream.parse_hls("#EXTM3U\n#EXTINF:1,\na.ts\n", "http://h.test/")
+    with pytest.raises(UnsupportedURL):
+        sources.parse_hls("#EXTM3U\n#EXTINF:1,\na.ts\n", "http://h.test/")
 
 
 def test_no_ffmpeg_left_behind_in_process(client, media_server):
@@ -364,4 +382,3 @@ def _children() -> list[tuple[int, str, str]]:
 def test_ffmpeg_binary_is_found():
     assert Path(stream.ffmpeg_path("")).exists()
     assert stream.ffmpeg_path(ffmpeg_exe()) == ffmpeg_exe()
-

@@ -15,11 +15,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-
-from tests.media import ffmpeg_exe
+from tests.media import ffmpeg_exe, make_big_file
 from tests.mediaserver import MediaServer
 from tests.test_stream import children_of
 
+BIG = 32 * 1024 * 1024
 DEADLINE = 3.0  # seconds a hung-up stream may take to release everything (target: 1-2 s)
 
 # Two progressive inputs (a long video and a separate audio file): ffmpeg merges them.
@@ -42,7 +42,7 @@ MERGE_MPD = """<?xml version="1.0"?>
 
 @pytest.fixture(scope="module")
 def long_media(tmp_path_factory, media_root) -> Iterator[MediaServer]:
-    """A server of its own holding a 2-minute video (sample.mp4 looped, ~4 MB) and audio."""
+    """A server of its own: a 2-minute video (sample.mp4 looped, ~4 MB), audio, a 32 MiB file."""
     root = tmp_path_factory.mktemp("long-media")
     subprocess.run(
         [ffmpeg_exe(), "-nostdin", "-v", "error", "-stream_loop", "29",
@@ -51,6 +51,7 @@ def long_media(tmp_path_factory, media_root) -> Iterator[MediaServer]:
         check=True, timeout=60,
     )  # fmt: skip
     shutil.copy(media_root / "audio.m4a", root / "audio.m4a")
+    make_big_file(root / "big.mp4", BIG)
     with MediaServer(root) as server:
         server.add_page("/merge.mpd", MERGE_MPD, content_type="application/dash+xml")
         server.slow_rate = 512 * 1024  # long.mp4 then takes ~8 s: still running at 1 MB
@@ -79,7 +80,9 @@ class Server:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "nazzil.cli", "serve", "--port", str(self.port)],
-                env=environ, stdout=log, stderr=subprocess.STDOUT,
+                env=environ,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         wait_for(self._up, 30, "the server to start")
 
@@ -101,8 +104,9 @@ class Server:
             self.proc.wait()
 
     def path(self, media_path: str, **query: str) -> str:
-        args = "&".join(f"{k}={quote(v)}" for k, v in
-                        {"url": self.media.url(media_path), **query}.items())
+        args = "&".join(
+            f"{k}={quote(v)}" for k, v in {"url": self.media.url(media_path), **query}.items()
+        )
         return f"/api/v1/stream?{args}"
 
     def threads(self) -> int:
@@ -128,6 +132,22 @@ class Server:
                     count += 1
         return count
 
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def open_files(self) -> list[str]:
+        """Regular files the server holds open (a spooled response would show here)."""
+        found = []
+        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("/") and not target.startswith(("/dev/", "/proc/")):
+                    found.append(target)
+        return found
+
     def files(self) -> list[str]:
         return sorted(str(p) for d in (self.data, self.tmp) for p in d.rglob("*"))
 
@@ -152,8 +172,9 @@ def wait_for(check: Callable[[], bool], seconds: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def read_then_hang_up(port: int, path: str, body_bytes: int,
-                      during: Callable[[], None] | None = None) -> bytes:
+def read_then_hang_up(
+    port: int, path: str, body_bytes: int, during: Callable[[], None] | None = None
+) -> bytes:
     """Send a GET, read the headers and body_bytes of the body, then close the socket."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     try:
@@ -198,24 +219,31 @@ def test_hang_up_releases_everything(server, long_media, media_path, query, uses
         seen["children"] = [name for _, name, _ in children_of(server.proc.pid)]
         seen["sockets"] = server.upstream_sockets()
 
-    head = read_then_hang_up(server.port, server.path(media_path, **query), 1024 * 1024,
-                             while_streaming)
+    head = read_then_hang_up(
+        server.port, server.path(media_path, **query), 1024 * 1024, while_streaming
+    )
     assert head.startswith(b"HTTP/1.1 200"), head
     assert seen["sockets"] >= 1
     assert bool(seen["children"]) is uses_ffmpeg, seen
     took = wait_for(
-        lambda: (not children_of(server.proc.pid) and server.upstream_sockets() == 0
-                 and not long_media._conns and server.threads() <= threads),
-        DEADLINE, "ffmpeg, upstream connections and threads to be released",
+        lambda: (
+            not children_of(server.proc.pid)
+            and server.upstream_sockets() == 0
+            and not long_media._conns
+            and server.threads() <= threads
+        ),
+        DEADLINE,
+        "ffmpeg, upstream connections and threads to be released",
     )
     print(f"released in {took:.2f} s")
-    assert server.files() == files
+    assert [f for f in server.files() if f not in files and ".db" not in f] == []
     # The slow upstream file was not read to its end.
     assert any("/slow/long.mp4" in p for p in long_media.paths())
 
 
 def test_limits_over_http(tmp_path, long_media):
     srv = Server(tmp_path, long_media, MAX_FILESIZE="1M")
+    files = srv.files()
     try:
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
         conn.request("GET", srv.path("long.mp4"))
@@ -237,4 +265,38 @@ def test_limits_over_http(tmp_path, long_media):
         conn.close()
     finally:
         srv.stop()
-    assert srv.files() == []
+    # Only the database the jobs part keeps may change; no media file appears.
+    assert [f for f in srv.files() if f not in files and ".db" not in f] == []
+
+
+def test_slow_client_is_pushed_back_not_buffered(server):
+    """A client that stops reading holds the upstream read back: no growth, no spooling."""
+    _warm_up(server)
+    base_files = [f for f in server.open_files() if ".db" not in f]
+    rss = server.rss_kib()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(f"GET {server.path('big.mp4')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < 256 * 1024:
+            data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {BIG}".encode() in head
+        # Stop reading for a while: the server must neither grow nor spool, and the upstream
+        # transfer must still be open (it waits for the client rather than racing ahead).
+        peak = rss
+        for _ in range(20):
+            time.sleep(0.05)
+            peak = max(peak, server.rss_kib())
+        assert [f for f in server.open_files() if ".db" not in f] == base_files
+        assert server.upstream_sockets() == 1
+        assert (peak - rss) / 1024 < 20, f"RSS grew {(peak - rss) / 1024:.1f} MiB"
+        received = len(body)
+        while received < BIG:
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"stream ended at {received}"
+            received += len(chunk)
+        assert received == BIG
+    finally:
+        sock.close()

@@ -25,6 +25,7 @@ VERSION_TABLE = "nazzil_alembic_version"
 # A fixed key for PostgreSQL's advisory lock, so two processes never migrate at once.
 _MIGRATION_LOCK_KEY = 7_461_726_512
 _lock = threading.Lock()
+_migrate_lock = threading.Lock()
 
 
 class Base(DeclarativeBase):
@@ -62,7 +63,7 @@ def database_url(app: Flask) -> str:
         # psycopg 3 is the driver nazzil ships with; plain postgres:// URLs mean it.
         for prefix in ("postgres://", "postgresql://"):
             if url.startswith(prefix):
-                return "postgresql+psycopg://" + url[len(prefix):]
+                return "postgresql+psycopg://" + url[len(prefix) :]
         return url
     root = data_dir(app)
     if root is None:
@@ -158,10 +159,9 @@ def ensure_schema(app: Flask) -> None:
     cache = app.extensions.setdefault("nazzil", {})
     if cache.get("db_ready"):
         return
-    with _lock:
-        if cache.get("db_ready"):
-            return
-    upgrade(app)
+    with _migrate_lock:
+        if not cache.get("db_ready"):
+            upgrade(app)
 
 
 def check(app: Flask) -> None:

@@ -21,9 +21,18 @@ from .names import safe_filename
 log = logging.getLogger(__name__)
 
 CONTENT_TYPES = {
-    "mp4": "video/mp4", "m4v": "video/mp4", "webm": "video/webm", "mkv": "video/x-matroska",
-    "m4a": "audio/mp4", "mp3": "audio/mpeg", "opus": "audio/ogg", "ogg": "audio/ogg",
-    "oga": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac", "wav": "audio/wav",
+    "mp4": "video/mp4",
+    "m4v": "video/mp4",
+    "webm": "video/webm",
+    "mkv": "video/x-matroska",
+    "m4a": "audio/mp4",
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "ogg": "audio/ogg",
+    "oga": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
 }
 PARTIAL_SUFFIXES = (".part", ".ytdl", ".temp")
 
@@ -72,8 +81,13 @@ def content_type(name: str) -> str:
 class Limits:
     """Enforce MAX_FILESIZE and MAX_DURATION, and turn progress dicts into job progress."""
 
-    def __init__(self, config: Mapping[str, Any], cancel: threading.Event | None,
-                 report: Callable[[dict[str, Any]], None] | None, interval: float = 0.5):
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        cancel: threading.Event | None,
+        report: Callable[[dict[str, Any]], None] | None,
+        interval: float = 0.5,
+    ):
         self.max_size = int(config.get("NAZZIL_MAX_FILESIZE") or 0)
         self.max_duration = float(config.get("NAZZIL_MAX_DURATION") or 0)
         self.cancel = cancel
@@ -87,11 +101,15 @@ class Limits:
         """Refuse media known to be too long or too large before fetching it."""
         duration, size = facts.get("duration"), facts.get("filesize")
         if self.max_duration and duration and duration > self.max_duration:
-            raise TooLong(f"The media lasts {duration / 60:.0f} min; this server allows "
-                          f"{self.max_duration / 60:.0f} min.")
+            raise TooLong(
+                f"The media lasts {duration / 60:.0f} min; this server allows "
+                f"{self.max_duration / 60:.0f} min."
+            )
         if self.max_size and size and size > self.max_size:
-            raise TooLarge(f"The media is {size / 2**20:.0f} MB; this server allows "
-                           f"{self.max_size / 2**20:.0f} MB.")
+            raise TooLarge(
+                f"The media is {size / 2**20:.0f} MB; this server allows "
+                f"{self.max_size / 2**20:.0f} MB."
+            )
         self.expected = int(size) if size else None
 
     def on_progress(self, d: dict[str, Any]) -> None:
@@ -106,13 +124,16 @@ class Limits:
         done = earlier + current
         total = d.get("total_bytes") or d.get("total_bytes_estimate")
         announced = d.get("total_bytes")  # a Content-Length, when the site sent one
-        if self.max_size and (done > self.max_size
-                              or (announced and earlier + announced > self.max_size)):
-            raise TooLarge(f"The media is larger than this server allows "
-                           f"({self.max_size / 2**20:.0f} MB).")
+        if self.max_size and (
+            done > self.max_size or (announced and earlier + announced > self.max_size)
+        ):
+            raise TooLarge(
+                f"The media is larger than this server allows ({self.max_size / 2**20:.0f} MB)."
+            )
         now = time.monotonic()
-        if self.report is None or (now - self._last < self.interval
-                                   and d.get("status") != "finished"):
+        if self.report is None or (
+            now - self._last < self.interval and d.get("status") != "finished"
+        ):
             return
         self._report(d, done, earlier, total)
         # The report learns of a cancel (its write finds the job changed): stop at once.
@@ -131,33 +152,67 @@ class Limits:
         speed, eta = d.get("speed"), d.get("eta")
         if self.report is None:
             return
-        self.report({
-            "percent": round(percent, 1) if percent is not None else None,
-            "downloaded_bytes": done,
-            "total_bytes": int(overall) if overall else None,
-            "speed": float(speed) if speed else None,
-            "eta": float(eta) if eta is not None else None,
-        })
+        self.report(
+            {
+                "percent": round(percent, 1) if percent is not None else None,
+                "downloaded_bytes": done,
+                "total_bytes": int(overall) if overall else None,
+                "speed": float(speed) if speed else None,
+                "eta": float(eta) if eta is not None else None,
+            }
+        )
 
 
-def trim(src: Path, start: float | None, end: float | None, ffmpeg: str,
-         cancel: threading.Event | None = None) -> Path:
+def trim(
+    src: Path,
+    start: float | None,
+    end: float | None,
+    ffmpeg: str,
+    cancel: threading.Event | None = None,
+) -> Path:
     """Cut src to [start, end] seconds with a frame-accurate re-encode; return the new file."""
     ext = src.suffix.lower().lstrip(".")
-    audio_codecs = {"mp3": ["-c:a", "libmp3lame", "-q:a", "2"],
-                    "opus": ["-c:a", "libopus", "-b:a", "128k"],
-                    "ogg": ["-c:a", "libvorbis", "-q:a", "5"]}
+    audio_codecs = {
+        "mp3": ["-c:a", "libmp3lame", "-q:a", "2"],
+        "opus": ["-c:a", "libopus", "-b:a", "128k"],
+        "ogg": ["-c:a", "libvorbis", "-q:a", "5"],
+    }
     if ext in audio_codecs or ext in ("m4a", "aac"):
         out = src.with_name(f"cut.{ext}")
         codec = ["-vn", *audio_codecs.get(ext, ["-c:a", "aac", "-b:a", "192k"])]
     else:
         out = src.with_name("cut.mp4")
-        codec = ["-map", "0:v:0?", "-map", "0:a:0?", "-c:v", "libx264", "-preset", "veryfast",
-                 "-crf", "20", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "160k",
-                 "-movflags", "+faststart"]
-    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-           # Only the local file: a crafted input must not make ffmpeg open connections.
-           "-protocol_whitelist", "file"]
+        codec = [
+            "-map",
+            "0:v:0?",
+            "-map",
+            "0:a:0?",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "20",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "160k",
+            "-movflags",
+            "+faststart",
+        ]
+    cmd = [
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        # Only the local file: a crafted input must not make ffmpeg open connections.
+        "-protocol_whitelist",
+        "file",
+    ]
     if start:
         cmd += ["-ss", f"{start:.3f}"]
     cmd += ["-i", str(src)]
@@ -182,11 +237,19 @@ def trim(src: Path, start: float | None, end: float | None, ffmpeg: str,
     return out
 
 
-def fetch(url: str, choice: Choice, work_dir: Path, *, config: Mapping[str, Any],
-          policy: netguard.Policy, start: float | None = None, end: float | None = None,
-          cancel: threading.Event | None = None,
-          report: Callable[[dict[str, Any]], None] | None = None,
-          on_title: Callable[[str | None], None] | None = None) -> Result:
+def fetch(
+    url: str,
+    choice: Choice,
+    work_dir: Path,
+    *,
+    config: Mapping[str, Any],
+    policy: netguard.Policy,
+    start: float | None = None,
+    end: float | None = None,
+    cancel: threading.Event | None = None,
+    report: Callable[[dict[str, Any]], None] | None = None,
+    on_title: Callable[[str | None], None] | None = None,
+) -> Result:
     """Download url into work_dir within the limits, cut it, and name it after its title."""
     work_dir.mkdir(parents=True, exist_ok=True)
     ffmpeg = ffmpeg_path(config)
@@ -202,16 +265,23 @@ def fetch(url: str, choice: Choice, work_dir: Path, *, config: Mapping[str, Any]
             raise InvalidRequest("The section starts after the end of the media.")
 
     path, facts = extract.download(
-        url, choice, work_dir, config=dict(config), policy=policy, ffmpeg=ffmpeg,
-        on_info=on_info, on_progress=limits.on_progress,
+        url,
+        choice,
+        work_dir,
+        config=dict(config),
+        policy=policy,
+        ffmpeg=ffmpeg,
+        on_info=on_info,
+        on_progress=limits.on_progress,
     )
     title = facts.get("title")
     if cancel is not None and cancel.is_set():
         raise Cancelled(getattr(cancel, "reason", "cancelled"))
     size = path.stat().st_size
     if limits.max_size and size > limits.max_size:
-        raise TooLarge(f"The result is larger than this server allows "
-                       f"({limits.max_size / 2**20:.0f} MB).")
+        raise TooLarge(
+            f"The result is larger than this server allows ({limits.max_size / 2**20:.0f} MB)."
+        )
     if start is not None or end is not None:
         path = trim(path, start, end, ffmpeg, cancel)
         size = path.stat().st_size

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from flask import Flask, current_app
 
@@ -106,6 +106,18 @@ def _build_guarded_class(yt_dlp: Any) -> Any:
     class GuardedRedirectHandler(_urllib.RedirectHandler):
         """Follow redirects only to http(s)."""
 
+        def http_error_302(self, req, fp, code, msg, headers):  # noqa: ANN001, ANN201
+            # Checked before urllib's own scheme test, so file:/ftp: are refused as blocked.
+            location = headers.get("location") or headers.get("uri")
+            if location:
+                scheme = urlsplit(urljoin(req.full_url, location.strip())).scheme.lower()
+                if scheme not in netguard.ALLOWED_SCHEMES:
+                    fp.close()
+                    raise netguard.AddressBlocked(f"redirect to a {scheme}: URL refused")
+            return super().http_error_302(req, fp, code, msg, headers)
+
+        http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
         def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
             scheme = newurl.split(":", 1)[0].lower()
             if scheme not in netguard.ALLOWED_SCHEMES:
@@ -154,6 +166,11 @@ def _build_guarded_class(yt_dlp: Any) -> Any:
             for handler in director.handlers.values():
                 handler.policy = self.nazzil_policy
             return director
+
+        def process_video_result(self, info_dict: dict, download: bool = True) -> Any:
+            """Drop formats the guard would refuse before any is chosen or fetched."""
+            _drop_blocked_formats(info_dict, self.nazzil_policy)
+            return super().process_video_result(info_dict, download=download)
 
         def dl(self, name: str, info: dict, subtitle: bool = False, test: bool = False) -> Any:
             """Download with yt-dlp's own (guarded) downloaders only, never a subprocess."""
@@ -279,6 +296,8 @@ def classify(exc: BaseException) -> NazzilError:
         if isinstance(item, yt_dlp.utils.UnsupportedError):
             return UnsupportedURL()
     text = " ".join(str(item) for item in chain).lower()
+    if netguard.AddressBlocked.MARK.lower() in text:
+        return BlockedAddress()
     if "timed out" in text or "timeout" in text:
         return UpstreamTimeout()
     if "unsupported url" in text or "no video formats" in text or "no media" in text:
@@ -381,8 +400,8 @@ def _fill_durations(info: dict[str, Any], policy: netguard.Policy, timeout: floa
             video["duration"] = mediaprobe.duration_of(formats[-1], policy, timeout)
 
 
-def _drop_blocked_formats(info: dict[str, Any], policy: netguard.Policy) -> None:
-    """Drop formats (and entries) nazzil may not fetch; refuse when nothing is left."""
+def _drop_blocked_formats(video: dict[str, Any], policy: netguard.Policy) -> None:
+    """Drop a video's formats that lead where nazzil may not go; refuse when none is left."""
     verdicts: dict[tuple[str, int], bool] = {}
 
     def allowed(url: Any) -> bool:
@@ -403,21 +422,18 @@ def _drop_blocked_formats(info: dict[str, Any], policy: netguard.Policy) -> None
         return verdicts[key]
 
     def usable(fmt: dict[str, Any]) -> bool:
-        return allowed(fmt.get("url")) and allowed(fmt.get("manifest_url"))
+        urls = [fmt.get("url"), fmt.get("manifest_url"), fmt.get("fragment_base_url")]
+        fragments = fmt.get("fragments")
+        if isinstance(fragments, list):
+            urls += [f.get("url") for f in fragments if isinstance(f, dict)]
+        return all(allowed(url) for url in urls)
 
-    def clean(video: dict[str, Any]) -> bool:
-        formats = video.get("formats")
-        if formats:
-            video["formats"] = [f for f in formats if usable(f)]
-            return bool(video["formats"])
-        return usable(video)
-
-    if info.get("_type") in ("playlist", "multi_video"):
-        entries = [entry for entry in info.get("entries") or [] if entry]
-        info["entries"] = [entry for entry in entries if clean(entry)]
-        if entries and not info["entries"]:
+    formats = video.get("formats")
+    if formats:
+        video["formats"] = [f for f in formats if usable(f)]
+        if not video["formats"]:
             raise BlockedAddress()
-    elif not clean(info):
+    elif not usable(video):
         raise BlockedAddress()
 
 
@@ -444,7 +460,6 @@ def probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[str
         raise classify(exc) from None
     if not info:
         raise UnsupportedURL()
-    _drop_blocked_formats(info, policy)
     _check_direct(info, policy, timeout)
     _fill_durations(info, policy, timeout)
     single_html5 = str(info.get("extractor") or "").startswith("html5")

@@ -1,19 +1,15 @@
 """Languages of the page: Flask-Babel setup, the locale choice and its cookie, friendly errors.
 
-Catalogs live in translations/ (messages.pot, <lang>/LC_MESSAGES/messages.po and the compiled
-.mo, which is committed so `pip install .` needs no compile step). To update them:
-
-    pybabel extract -F babel.cfg -o src/nazzil/translations/messages.pot src/nazzil
-    pybabel update -i src/nazzil/translations/messages.pot -d src/nazzil/translations
-    pybabel compile -d src/nazzil/translations
-
-Numbers (durations, sizes, percentages) use Western digits in every language: they match
-what people type into the trim fields and what sites show next to video players.
+Catalogs live in translations/ (the compiled .mo files are committed, so an installed package
+needs no compile step); docs/translations.md has the pybabel commands. Numbers (durations,
+sizes, percentages) use Western digits in every language: they match what people type into
+the trim fields and what sites show next to their players.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Flask, Response, g, request
 from flask_babel import Babel, get_locale, lazy_gettext
@@ -145,6 +141,12 @@ def _remember_choice(response: Response) -> Response:
     return response
 
 
+def language_url(code: str) -> str:
+    """Return this page's address in another language (its query kept, lang replaced)."""
+    args = [(k, v) for k, v in request.args.items(multi=True) if k != "lang"]
+    return request.path + "?" + urlencode([("lang", code), *args])
+
+
 def _template_context() -> dict[str, Any]:
     language = current_language()
     return {
@@ -152,6 +154,7 @@ def _template_context() -> dict[str, Any]:
         "rtl": language in RTL,
         "languages": LANGUAGES,
         "error_text": error_text,
+        "language_url": language_url,
     }
 
 

@@ -15,7 +15,11 @@ from .errors import Conflict, NotFound, RateLimited
 from .formats import Choice
 
 QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = (
-    "queued", "running", "finished", "failed", "cancelled",
+    "queued",
+    "running",
+    "finished",
+    "failed",
+    "cancelled",
 )
 ACTIVE = (QUEUED, RUNNING)
 FINAL = (FINISHED, FAILED, CANCELLED)
@@ -68,8 +72,8 @@ class Job(db.Base):
 def _iso(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
 
 
@@ -109,24 +113,33 @@ def to_json(job: Job) -> dict[str, Any]:
 
 
 _RESET_PROGRESS = {
-    "percent": None, "downloaded_bytes": None, "total_bytes": None, "speed": None, "eta": None,
+    "percent": None,
+    "downloaded_bytes": None,
+    "total_bytes": None,
+    "speed": None,
+    "eta": None,
 }
 
 
 # --------------------------------------------------------------------------- the API side
 
 
-def create(app: Flask, *, device: str, url: str, choice: Choice, start: float | None,
-           end: float | None) -> Job:
+def create(
+    app: Flask, *, device: str, url: str, choice: Choice, start: float | None, end: float | None
+) -> Job:
     """Insert a queued job for a device, refusing when the device has too many waiting."""
     cap = int(app.config["NAZZIL_MAX_QUEUED_PER_DEVICE"] or 0)
     now = db.utcnow()
     with db.session(app) as s:
         if cap:
-            waiting = s.scalar(
-                sa.select(sa.func.count()).select_from(Job)
-                .where(Job.device == device, Job.status.in_(ACTIVE))
-            ) or 0
+            waiting = (
+                s.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(Job)
+                    .where(Job.device == device, Job.status.in_(ACTIVE))
+                )
+                or 0
+            )
             if waiting >= cap:
                 raise RateLimited(
                     f"This device already has {waiting} downloads waiting or running; "
@@ -134,9 +147,17 @@ def create(app: Flask, *, device: str, url: str, choice: Choice, start: float | 
                     headers={"Retry-After": "30"},
                 )
         job = Job(
-            id=uuid.uuid4().hex, device=device, url=url, format=choice.format,
-            audio_format=choice.audio_format, clip_start=start, clip_end=end, status=QUEUED,
-            attempts=0, created_at=now, updated_at=now,
+            id=uuid.uuid4().hex,
+            device=device,
+            url=url,
+            format=choice.format,
+            audio_format=choice.audio_format,
+            clip_start=start,
+            clip_end=end,
+            status=QUEUED,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
         )
         s.add(job)
     return job
@@ -155,14 +176,17 @@ def list_for(app: Flask, device: str, limit: int = LIST_LIMIT) -> list[Job]:
     """Return a device's jobs, newest first."""
     with db.session(app) as s:
         rows = s.scalars(
-            sa.select(Job).where(Job.device == device)
-            .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+            sa.select(Job)
+            .where(Job.device == device)
+            .order_by(Job.created_at.desc(), Job.id.desc())
+            .limit(limit)
         )
         return list(rows)
 
 
-def _transition(app: Flask, job_id: str, device: str, allowed: tuple[str, ...],
-                values: dict[str, Any]) -> bool:
+def _transition(
+    app: Flask, job_id: str, device: str, allowed: tuple[str, ...], values: dict[str, Any]
+) -> bool:
     # One conditional UPDATE: a worker finishing at the same moment cannot be overwritten.
     with db.session(app) as s:
         result = s.execute(
@@ -176,10 +200,20 @@ def _transition(app: Flask, job_id: str, device: str, allowed: tuple[str, ...],
 def cancel(app: Flask, job_id: str, device: str) -> Job:
     """Cancel a queued or running job (a running one stops within seconds)."""
     now = db.utcnow()
-    done = _transition(app, job_id, device, ACTIVE, {
-        "status": CANCELLED, "lease": None, "finished_at": now, "updated_at": now,
-        "speed": None, "eta": None,
-    })
+    done = _transition(
+        app,
+        job_id,
+        device,
+        ACTIVE,
+        {
+            "status": CANCELLED,
+            "lease": None,
+            "finished_at": now,
+            "updated_at": now,
+            "speed": None,
+            "eta": None,
+        },
+    )
     job = get(app, job_id, device)
     if not done and job.status != CANCELLED:
         raise Conflict(f"The job is {job.status}; only queued or running jobs can be cancelled.")
@@ -189,11 +223,24 @@ def cancel(app: Flask, job_id: str, device: str) -> Job:
 def retry(app: Flask, job_id: str, device: str) -> Job:
     """Queue a failed or cancelled job again."""
     now = db.utcnow()
-    done = _transition(app, job_id, device, (FAILED, CANCELLED), {
-        "status": QUEUED, "lease": None, "worker": None, "attempts": 0, "error_code": None,
-        "error_message": None, "finished_at": None, "started_at": None, "updated_at": now,
-        **_RESET_PROGRESS,
-    })
+    done = _transition(
+        app,
+        job_id,
+        device,
+        (FAILED, CANCELLED),
+        {
+            "status": QUEUED,
+            "lease": None,
+            "worker": None,
+            "attempts": 0,
+            "error_code": None,
+            "error_message": None,
+            "finished_at": None,
+            "started_at": None,
+            "updated_at": now,
+            **_RESET_PROGRESS,
+        },
+    )
     job = get(app, job_id, device)
     if not done:
         raise Conflict(f"The job is {job.status}; only failed or cancelled jobs can be retried.")
@@ -224,10 +271,19 @@ def claim(app: Flask, job_id: str, lease: str, worker: str) -> Job | None:
     now = db.utcnow()
     with db.session(app) as s:
         result = s.execute(
-            sa.update(Job).where(Job.id == job_id, Job.status == QUEUED).values(
-                status=RUNNING, lease=lease, worker=worker[:200], attempts=Job.attempts + 1,
-                heartbeat_at=now, started_at=now, updated_at=now, error_code=None,
-                error_message=None, **_RESET_PROGRESS,
+            sa.update(Job)
+            .where(Job.id == job_id, Job.status == QUEUED)
+            .values(
+                status=RUNNING,
+                lease=lease,
+                worker=worker[:200],
+                attempts=Job.attempts + 1,
+                heartbeat_at=now,
+                started_at=now,
+                updated_at=now,
+                error_code=None,
+                error_message=None,
+                **_RESET_PROGRESS,
             )
         )
         if result.rowcount != 1:
@@ -251,31 +307,70 @@ def update(app: Flask, job_id: str, lease: str, **values: Any) -> bool:
     return _leased(app, job_id, lease, values)
 
 
-def finish(app: Flask, job_id: str, lease: str, *, file_key: str, file_name: str,
-           file_size: int, content_type: str) -> bool:
+def finish(
+    app: Flask,
+    job_id: str,
+    lease: str,
+    *,
+    file_key: str,
+    file_name: str,
+    file_size: int,
+    content_type: str,
+) -> bool:
     """Mark a running job finished with its file; False when the lease was lost meanwhile."""
     now = db.utcnow()
-    return _leased(app, job_id, lease, {
-        "status": FINISHED, "file_key": file_key, "file_name": file_name,
-        "file_size": file_size, "content_type": content_type, "finished_at": now,
-        "percent": 100.0, "speed": None, "eta": None, "lease": None,
-    })
+    return _leased(
+        app,
+        job_id,
+        lease,
+        {
+            "status": FINISHED,
+            "file_key": file_key,
+            "file_name": file_name,
+            "file_size": file_size,
+            "content_type": content_type,
+            "finished_at": now,
+            "percent": 100.0,
+            "speed": None,
+            "eta": None,
+            "lease": None,
+        },
+    )
 
 
 def fail(app: Flask, job_id: str, lease: str, code: str, message: str) -> bool:
     """Mark a running job failed with a coded error."""
-    return _leased(app, job_id, lease, {
-        "status": FAILED, "error_code": code, "error_message": message,
-        "finished_at": db.utcnow(), "speed": None, "eta": None, "lease": None,
-    })
+    return _leased(
+        app,
+        job_id,
+        lease,
+        {
+            "status": FAILED,
+            "error_code": code,
+            "error_message": message,
+            "finished_at": db.utcnow(),
+            "speed": None,
+            "eta": None,
+            "lease": None,
+        },
+    )
 
 
 def release(app: Flask, job_id: str, lease: str) -> bool:
     """Give a running job back to the queue (its worker is shutting down)."""
-    return _leased(app, job_id, lease, {
-        "status": QUEUED, "lease": None, "worker": None, "speed": None, "eta": None,
-        "attempts": Job.attempts - 1,
-    })
+    return _leased(
+        app,
+        job_id,
+        lease,
+        {
+            "status": QUEUED,
+            "lease": None,
+            "worker": None,
+            "speed": None,
+            "eta": None,
+            "attempts": Job.attempts - 1,
+        },
+    )
 
 
 def heartbeat(app: Flask, leases: dict[str, str]) -> set[str]:
@@ -290,8 +385,7 @@ def heartbeat(app: Flask, leases: dict[str, str]) -> set[str]:
             .values(heartbeat_at=now)
         )
         rows = s.execute(
-            sa.select(Job.id, Job.lease)
-            .where(Job.id.in_(list(leases)), Job.status == RUNNING)
+            sa.select(Job.id, Job.lease).where(Job.id.in_(list(leases)), Job.status == RUNNING)
         ).all()
     return {job_id for job_id, lease in rows if leases.get(job_id) == lease}
 
@@ -303,22 +397,40 @@ def reap(app: Flask, stale_after: float, max_attempts: int) -> list[str]:
     requeued: list[str] = []
     with db.session(app) as s:
         stale = s.execute(
-            sa.select(Job.id, Job.lease, Job.attempts)
-            .where(Job.status == RUNNING, Job.heartbeat_at < cutoff)
+            sa.select(Job.id, Job.lease, Job.attempts).where(
+                Job.status == RUNNING, Job.heartbeat_at < cutoff
+            )
         ).all()
         for job_id, lease, attempts in stale:
             where = sa.update(Job).where(
                 Job.id == job_id, Job.lease == lease, Job.status == RUNNING
             )
             if max_attempts and attempts >= max_attempts:
-                s.execute(where.values(
-                    status=FAILED, lease=None, error_code="internal_error",
-                    error_message=f"The download was interrupted {attempts} times; giving up.",
-                    finished_at=now, updated_at=now, speed=None, eta=None,
-                ))
-            elif s.execute(where.values(
-                status=QUEUED, lease=None, worker=None, updated_at=now, speed=None, eta=None,
-            )).rowcount == 1:
+                s.execute(
+                    where.values(
+                        status=FAILED,
+                        lease=None,
+                        error_code="internal_error",
+                        error_message=f"The download was interrupted {attempts} times; giving up.",
+                        finished_at=now,
+                        updated_at=now,
+                        speed=None,
+                        eta=None,
+                    )
+                )
+            elif (
+                s.execute(
+                    where.values(
+                        status=QUEUED,
+                        lease=None,
+                        worker=None,
+                        updated_at=now,
+                        speed=None,
+                        eta=None,
+                    )
+                ).rowcount
+                == 1
+            ):
                 requeued.append(job_id)
     return requeued
 
@@ -327,9 +439,11 @@ def queued_before(app: Flask, seconds: float) -> list[str]:
     """Return ids of jobs queued and untouched for longer than seconds."""
     cutoff = db.utcnow() - dt.timedelta(seconds=seconds)
     with db.session(app) as s:
-        return list(s.scalars(
-            sa.select(Job.id).where(Job.status == QUEUED, Job.updated_at < cutoff).limit(1000)
-        ))
+        return list(
+            s.scalars(
+                sa.select(Job.id).where(Job.status == QUEUED, Job.updated_at < cutoff).limit(1000)
+            )
+        )
 
 
 def touch(app: Flask, job_ids: list[str]) -> None:
@@ -338,7 +452,8 @@ def touch(app: Flask, job_ids: list[str]) -> None:
         return
     with db.session(app) as s:
         s.execute(
-            sa.update(Job).where(Job.id.in_(job_ids), Job.status == QUEUED)
+            sa.update(Job)
+            .where(Job.id.in_(job_ids), Job.status == QUEUED)
             .values(updated_at=db.utcnow())
         )
 
@@ -367,8 +482,9 @@ def purge(app: Flask, older_than: float) -> int:
     cutoff = db.utcnow() - dt.timedelta(seconds=older_than)
     with db.session(app) as s:
         result = s.execute(
-            sa.delete(Job).where(Job.status.in_(FINAL), Job.updated_at < cutoff,
-                                 Job.file_key.is_(None))
+            sa.delete(Job).where(
+                Job.status.in_(FINAL), Job.updated_at < cutoff, Job.file_key.is_(None)
+            )
         )
         return int(result.rowcount or 0)
 

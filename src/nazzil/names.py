@@ -11,8 +11,14 @@ _BIDI = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068
 # Separators and characters that Windows or shells treat specially.
 _UNSAFE = re.compile(r'[/\\:*?"<>|\x00-\x1f\x7f]')
 _SPACES = re.compile(r"\s+")
-_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
-                     *(f"lpt{i}" for i in range(1, 10))}
+_WINDOWS_RESERVED = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(1, 10)),
+    *(f"lpt{i}" for i in range(1, 10)),
+}
 _EXT = re.compile(r"[a-z0-9]{1,8}")
 # Most file systems allow 255 bytes per name; leave room for " (1)" style suffixes.
 MAX_NAME_BYTES = 200

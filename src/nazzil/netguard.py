@@ -64,6 +64,13 @@ BLOCKED_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tu
 class AddressBlocked(OSError):
     """A connection was refused because its address is not public and not trusted."""
 
+    # yt-dlp often reports a failed download by message only (no exception chain):
+    # the mark lets extract.classify() still recognise a refusal of the guard.
+    MARK = "[nazzil: address not allowed]"
+
+    def __init__(self, message: str = "address not allowed") -> None:
+        super().__init__(f"{message} {self.MARK}")
+
 
 def resolve(host: str, port: int) -> list[tuple]:
     """Resolve a host to socket addresses; tests replace this to stub DNS."""
@@ -177,8 +184,16 @@ class Policy:
         """Tell whether a connection to ip (for host:port) may be made."""
         return is_public(ip) or self.trusts(host, port, ip)
 
+    def local_name(self, host: str, port: int) -> bool:
+        """Tell whether host is an untrusted localhost name (RFC 6761: always loopback)."""
+        name = _norm_host(host)
+        is_local = name == "localhost" or name.endswith(".localhost")
+        return is_local and not self.trusts(host, port)
+
     def check_host(self, host: str, port: int) -> None:
         """Refuse a host whose every address is blocked; other resolution errors pass."""
+        if self.local_name(host, port):
+            raise BlockedAddress()
         try:
             infos = resolve(host, port)
         except (OSError, UnicodeError):
@@ -195,6 +210,8 @@ class Policy:
     ) -> socket.socket:
         """Connect like socket.create_connection, but only to allowed addresses."""
         host, port = address
+        if self.local_name(host, port):
+            raise AddressBlocked(f"{host} is not allowed")
         infos = resolve(host, port)
         error: OSError | None = None
         for family, type_, proto, _, sockaddr in infos:

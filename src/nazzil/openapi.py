@@ -9,7 +9,8 @@ from . import __version__
 ERROR_CODES = [
     "invalid_request", "invalid_url", "blocked_address", "unauthorized", "not_found",
     "method_not_allowed", "conflict", "payload_too_large", "unsupported_url",
-    "format_unavailable", "too_large", "too_long", "rate_limited", "upstream_error",
+    "format_unavailable", "too_large", "too_long", "range_not_satisfiable", "rate_limited",
+    "upstream_error",
     "upstream_timeout", "jobs_disabled", "unavailable", "internal_error",
     "insufficient_storage",
 ]
@@ -129,6 +130,42 @@ PATHS: dict[str, Any] = {
                 **error_responses(400, 403, 413, 422, 429, 502, 504),
             },
         },
+    },
+    "/api/v1/stream": {
+        "get": {
+            "summary": "Download the media as it is fetched; nothing stays on the server.",
+            "description": (
+                "A single file is passed through (with Content-Length and Range, so a download "
+                "can resume); separate video and audio, HLS and audio conversions are made by "
+                "ffmpeg on the fly into fragmented MP4 (or WebM, MP3, Ogg Opus), without "
+                "Content-Length. Errors found before the first byte answer in the error shape. "
+                "A failure after that (the site stops, a size limit is passed on a stream whose "
+                "size was not known) ends the connection without finishing the body, so the "
+                "client sees an incomplete transfer rather than a short file."
+            ),
+            "operationId": "stream",
+            "parameters": [
+                {"name": "url", "in": "query", "required": True, "schema": {"type": "string"}},
+                {"name": "format", "in": "query", "required": False,
+                 "schema": {"type": "string", "default": "best"},
+                 "description": "best, audio, a height such as 720p, or a format_id."},
+                {"name": "audio_format", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["mp3", "m4a", "opus"]},
+                 "description": "With format=audio (default m4a)."},
+                {"name": "Range", "in": "header", "required": False,
+                 "schema": {"type": "string"},
+                 "description": "bytes=start-end; honoured when one file is passed through."},
+            ],
+            "responses": {
+                "200": {"description": "The media, with Content-Disposition: attachment.",
+                        "content": {"*/*": {"schema": {"type": "string",
+                                                       "format": "binary"}}}},
+                "206": {"description": "The requested byte range of a passed-through file.",
+                        "content": {"*/*": {"schema": {"type": "string",
+                                                       "format": "binary"}}}},
+                **error_responses(400, 403, 416, 422, 429, 502, 503, 504),
+            },
+        }
     },
     "/api/v1/openapi.json": {
         "get": {

@@ -48,9 +48,7 @@ def get_huey(app: Flask) -> Any:
                 root = data_dir(app)
                 if root is None:
                     raise JobsDisabled("Jobs need a writable data directory or NAZZIL_REDIS_URL.")
-                huey = SqliteHuey(
-                    name, filename=str(root / "queue.db"), results=False, timeout=30
-                )
+                huey = SqliteHuey(name, filename=str(root / "queue.db"), results=False, timeout=30)
 
             def download_job(job_id: str) -> None:
                 run_job(app, job_id)
@@ -137,20 +135,44 @@ def run_job(app: Flask, job_id: str) -> None:
         if runner is not None:
             runner.track(tracker)
         work = storage.work_root(app) / f"{job_id}.{lease}"
+        # Partial files of an earlier run of this job whose worker died here are useless now.
+        for earlier in work.parent.glob(f"{job_id}.*"):
+            download.clear_dir(earlier)
         started = time.monotonic()
         log.info("job %s: attempt %d, format %s", job_id, job.attempts, job.format)
         try:
             result = download.fetch(
-                job.url, job.choice(), work, config=app.config, policy=extract.policy_for(app),
-                start=job.clip_start, end=job.clip_end, cancel=tracker.cancel,
-                report=tracker.report, on_title=tracker.title,
+                job.url,
+                job.choice(),
+                work,
+                config=app.config,
+                policy=extract.policy_for(app),
+                start=job.clip_start,
+                end=job.clip_end,
+                cancel=tracker.cancel,
+                report=tracker.report,
+                on_title=tracker.title,
             )
             store = storage.get_storage(app)
             key = store.put(result.path, result.name, job_id)
-            if jobs.finish(app, job_id, lease, file_key=key, file_name=result.name,
-                           file_size=result.size, content_type=result.content_type):
-                log.info("job %s: finished %s (%d bytes) in %.1fs", job_id, key, result.size,
-                         time.monotonic() - started)
+            # Local names get a " (2)" when taken; the user sees the name that was stored.
+            name = key.rpartition("/")[2]
+            if jobs.finish(
+                app,
+                job_id,
+                lease,
+                file_key=key,
+                file_name=name,
+                file_size=result.size,
+                content_type=result.content_type,
+            ):
+                log.info(
+                    "job %s: finished %s (%d bytes) in %.1fs",
+                    job_id,
+                    key,
+                    result.size,
+                    time.monotonic() - started,
+                )
             else:
                 store.delete(key)
                 log.info("job %s: cancelled or deleted while finishing", job_id)
@@ -338,7 +360,18 @@ def start_embedded(app: Flask) -> Runner | None:
         return None
     runner = Runner(app, workers).start()
     atexit.register(runner.stop, 5.0)
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        # Platforms stop processes with SIGTERM: end the server as Ctrl-C does, so the atexit
+        # hook hands running jobs back to the queue instead of leaving them to go stale.
+        signal.signal(signal.SIGTERM, _interrupt)
     return runner
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def run_worker(app: Flask, workers: int | None = None) -> None:
@@ -356,4 +389,3 @@ def run_worker(app: Flask, workers: int | None = None) -> None:
     while not runner.stopping.wait(1):
         pass
     runner.stop(30.0)
-

@@ -157,7 +157,8 @@ class S3Storage:
         url = self.client.generate_presigned_url(
             "get_object",
             Params={
-                "Bucket": self.bucket, "Key": self._key(key),
+                "Bucket": self.bucket,
+                "Key": self._key(key),
                 "ResponseContentDisposition": content_disposition(name),
                 "ResponseContentType": content_type,
             },

@@ -74,9 +74,10 @@
 
   // ---------------------------------------------------------------- preview
 
-  // Errors are shown; other news (found, started) is only announced to screen readers.
-  function showStatus(text, isError) {
-    statusBox.replaceChildren(text ? el("p", { class: isError ? "error" : "sr" }, text) : "");
+  // kind: "error" and "busy" are shown; other news (found, started) is only announced.
+  function showStatus(text, kind) {
+    const cls = kind === true || kind === "error" ? "error" : kind === "busy" ? "busy" : "sr";
+    statusBox.replaceChildren(text ? el("p", { class: cls }, text) : "");
   }
   function fragment(html) {
     const doc = new DOMParser().parseFromString(html, "text/html");
@@ -84,7 +85,7 @@
   }
   async function preview(url) {
     const seq = ++previewSeq;
-    showStatus(t("looking"));
+    showStatus(t("looking"), "busy");
     result.setAttribute("aria-busy", "true");
     let resp, html;
     try {
@@ -98,6 +99,12 @@
     }
     if (seq !== previewSeq) return;  // a newer preview was asked for meanwhile
     result.setAttribute("aria-busy", "false");
+    if (resp.redirected && !resp.headers.get("X-Nazzil-Fragment")) {
+      // E.g. the access-token page of a private instance: load the page itself, which
+      // sends the browser there and back to this preview afterwards.
+      location.assign("/?url=" + encodeURIComponent(url));
+      return;
+    }
     if (!resp.headers.get("X-Nazzil-Fragment")) {
       const code = { 401: "unauthorized", 413: "payload_too_large", 429: "rate_limited" }[resp.status];
       showStatus(errorText(code || "internal_error"), true);
@@ -117,6 +124,10 @@
     const here = new URL(location.href);
     here.search = "?url=" + encodeURIComponent(url);
     history.replaceState(null, "", here.pathname + here.search);
+    // The language links keep the link being previewed.
+    for (const a of document.querySelectorAll(".langs a[hreflang]")) {
+      a.href = "?lang=" + encodeURIComponent(a.hreflang) + "&url=" + encodeURIComponent(url);
+    }
   }
 
   function enhance(root) {
@@ -231,6 +242,9 @@
       return;
     }
     if (!resp.ok || !data) { formError(dl, errorText(code)); return; }
+    const card = dl.closest(".preview");
+    const title = card && card.querySelector(".title");
+    if (title) rememberTitle(data.id, title.textContent.trim());
     let view = dl.parentNode.querySelector(":scope > .job");
     const fresh = jobView(data, false);
     if (view) view.replaceWith(fresh); else dl.after(fresh);
@@ -357,6 +371,21 @@
 
   // ---------------------------------------------------------------- history
 
+  // Titles of jobs started on this page, shown until the job reports its own title.
+  function titles() {
+    try { return JSON.parse(localStorage.getItem("nazzil.titles") || "{}"); } catch (e) { return {}; }
+  }
+  function rememberTitle(id, title) {
+    const all = titles();
+    all[id] = title;
+    const ids = Object.keys(all);
+    for (const old of ids.slice(0, Math.max(0, ids.length - 100))) delete all[old];
+    try { localStorage.setItem("nazzil.titles", JSON.stringify(all)); } catch (e) { /* private mode */ }
+  }
+  function jobTitle(job) {
+    return job.title || titles()[job.id] || job.url;
+  }
+
   async function refreshHistory() {
     if (!JOBS || !historyBox) return;
     clearTimeout(historyTimer);
@@ -374,12 +403,12 @@
       let li = old.get(job.id);
       if (li) {
         update(li.querySelector(".job"), job);
-        li.querySelector(".job-title bdi").textContent = job.title || job.url;
+        li.querySelector(".job-title bdi").textContent = jobTitle(job);
         old.delete(job.id);
       } else {
         li = el("li", { class: "card", "data-id": job.id });
         const title = el("p", { class: "job-title" });
-        title.append(el("bdi", {}, job.title || job.url), " ", el("span", { class: "tag" }, formatName(job.format)));
+        title.append(el("bdi", {}, jobTitle(job)), " ", el("span", { class: "tag" }, formatName(job.format)));
         li.append(title, jobView(job, true));
       }
       return li;

@@ -18,7 +18,7 @@ def json_body() -> dict[str, Any]:
     raw = request.get_data(cache=True)
     try:
         body = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # [[[[… nested deeper than Python
         raise InvalidRequest("The body must be a JSON object.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object.")

@@ -94,8 +94,9 @@ def create() -> tuple[Response, int, dict[str, str]]:
     try:
         queue.enqueue(app, job.id)
     except Exception:  # noqa: BLE001 - the row is the truth; housekeeping sends it again
-        log.warning("job %s: could not reach the queue; it will be sent later", job.id,
-                    exc_info=True)
+        log.warning(
+            "job %s: could not reach the queue; it will be sent later", job.id, exc_info=True
+        )
     response, status = _job(job, 202)
     return response, status, {"Location": f"/api/v1/jobs/{job.id}"}
 
@@ -136,8 +137,9 @@ def retry(job_id: str) -> tuple[Response, int]:
     try:
         queue.enqueue(app, job.id)
     except Exception:  # noqa: BLE001 - as in create()
-        log.warning("job %s: could not reach the queue; it will be sent later", job.id,
-                    exc_info=True)
+        log.warning(
+            "job %s: could not reach the queue; it will be sent later", job.id, exc_info=True
+        )
     return _job(job, 202)
 
 

@@ -31,20 +31,24 @@ def shared_url(args: Any) -> str:
 
 def jobs_enabled() -> bool:
     """Tell whether this deployment runs download jobs (else the page streams downloads)."""
-    config = current_app.config
-    return config["NAZZIL_MODE"] != "serverless" or bool(config.get("NAZZIL_REDIS_URL"))
+    from .jobs import disabled_reason
+
+    return disabled_reason(current_app) is None
 
 
 def format_size(n: float | None, approx: bool = False) -> str:
     """Write a byte count for people: 812 KB, 3.4 MB (Western digits in every language)."""
     if not n:
         return ""
+    text = f"{n:.0f}\u00a0" + _("B")
     for factor, unit in ((1 << 30, _("GB")), (1 << 20, _("MB")), (1 << 10, _("KB"))):
         if n >= factor:
             value = n / factor
             number = f"{value:.1f}" if value < 100 and factor > 1 << 10 else f"{value:.0f}"
-            return ("~" if approx else "") + number + "\u00a0" + unit
-    return ("~" if approx else "") + f"{n:.0f}" + "\u00a0" + _("B")
+            text = number + "\u00a0" + unit
+            break
+    # TRANSLATORS: a size estimated from the bitrate; Arabic puts a word, not "~", before it.
+    return _("~%(size)s", size=text) if approx else text
 
 
 def format_duration(seconds: float | None) -> str:

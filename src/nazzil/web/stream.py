@@ -37,8 +37,11 @@ def download() -> Response:
         disconnected=request.environ.get("waitress.client_disconnected"),
     )
     current_app.logger.info(
-        "stream %s: %s ready in %.0f ms", choice.format, result.headers.get("Content-Type"),
+        "stream %s: %s ready in %.0f ms",
+        choice.format,
+        result.headers.get("Content-Type"),
         (time.perf_counter() - started) * 1000,
     )
-    return Response(result.body, status=result.status, headers=result.headers,
-                    direct_passthrough=True)
+    return Response(
+        result.body, status=result.status, headers=result.headers, direct_passthrough=True
+    )

@@ -1,0 +1,247 @@
+"""Jobs across real processes: `nazzil serve` killed and restarted, `nazzil worker`, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.media import decode_ok, ffprobe_like
+from tests.mediaserver import MediaServer, video_page
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A `nazzil serve` subprocess and a tiny cookie-keeping JSON client for it."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.port = _free_port()
+        self.env = {**env, "NAZZIL_PORT": str(self.port)}
+        self.log = log
+        self.cookie = ""
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Server:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nazzil.cli", "serve"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.call("GET", "/healthz")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            assert self.proc.poll() is None, self.log.read_text(errors="replace")
+            assert time.monotonic() < deadline, "nazzil serve did not start"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", "Cookie": self.cookie},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, raw, headers = response.status, response.read(), response.headers
+        except urllib.error.HTTPError as exc:
+            status, raw, headers = exc.code, exc.read(), exc.headers
+        cookie = headers.get("Set-Cookie")
+        if cookie:
+            self.cookie = cookie.split(";", 1)[0]
+        ctype = headers.get("Content-Type", "")
+        return status, json.loads(raw) if ctype.startswith("application/json") else raw
+
+
+def _env(config: dict) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAZZIL_")}
+    env.update({f"NAZZIL_{k}": str(v) for k, v in config.items()})
+    env.update(
+        NAZZIL_RATE_LIMIT_JOBS="off",
+        NAZZIL_HEARTBEAT="0.3",
+        NAZZIL_STALE_AFTER="2",
+        NAZZIL_LOG_LEVEL="INFO",
+        NAZZIL_WORKERS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def slow(media_server: MediaServer) -> Iterator[MediaServer]:
+    """The media server, trickling /slow/ at 40 KB/s for this test."""
+    media_server.slow_rate = 40 * 1024
+    yield media_server
+    media_server.slow_rate = 64 * 1024
+
+
+def _wait(server: Server, job_ids: list[str], until: Any, timeout: float) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [server.call("GET", f"/api/v1/jobs/{job_id}")[1] for job_id in job_ids]
+        if all(until(job) for job in found):
+            return found
+        assert time.monotonic() < deadline, found
+        time.sleep(0.1)
+
+
+def _statuses(data: Path, ids: list[str]) -> list[str]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{data / 'nazzil.db'}")
+    try:
+        with engine.connect() as conn:
+            rows = dict(conn.exec_driver_sql("SELECT id, status FROM jobs").all())
+    finally:
+        engine.dispose()
+    return [rows[job_id] for job_id in ids]
+
+
+def test_killed_server_finishes_every_job_after_restart(
+    config: dict, slow: MediaServer, tmp_path: Path
+) -> None:
+    env = _env(config)
+    server = Server(env, tmp_path / "serve.log").start()
+    try:
+        ids = [
+            server.call("POST", "/api/v1/jobs", {"url": slow.url("slow/sample.mp4")})[1]["id"]
+            for _ in range(3)
+        ]
+        _wait(server, ids[:1], lambda j: (j["progress"]["downloaded_bytes"] or 0) > 0, 20)
+        server.kill()
+    finally:
+        server.kill()
+    assert _statuses(Path(config["DATA_DIR"]), ids) == ["running", "queued", "queued"]
+    slow.slow_rate = 2 * 1024 * 1024
+    restarted = Server(env, tmp_path / "serve.log")
+    restarted.cookie = server.cookie
+    restarted.start()
+    try:
+        jobs = _wait(
+            restarted, ids, lambda j: j["status"] in ("finished", "failed", "cancelled"), 45
+        )
+        assert [j["status"] for j in jobs] == ["finished"] * 3, jobs
+        for job in jobs:
+            stored = Path(config["DATA_DIR"]) / "files" / job["file"]["name"]
+            assert abs(ffprobe_like(stored)["duration"] - 4.0) < 0.25
+        assert decode_ok(Path(config["DATA_DIR"]) / "files" / jobs[0]["file"]["name"])
+        leftovers = list((Path(config["DATA_DIR"]) / "tmp").iterdir())
+        assert leftovers == []
+    finally:
+        restarted.stop()
+
+
+def test_worker_process_runs_jobs_queued_by_a_web_node(
+    config: dict, media_server: MediaServer, tmp_path: Path
+) -> None:
+    from nazzil.app import create_app
+
+    env = _env(config)
+    web = create_app({**config, "WORKERS": "0", "RATE_LIMIT_JOBS": "off"})
+    client = web.test_client()
+    job = client.post("/api/v1/jobs", json={"url": media_server.url("sample.mp4")}).json
+    with (tmp_path / "worker.log").open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "nazzil.cli", "worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while client.get(f"/api/v1/jobs/{job['id']}").json["status"] != "finished":
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+    assert client.get(f"/api/v1/jobs/{job['id']}/file").status_code == 200
+
+
+@pytest.fixture
+def cli(config: dict) -> Any:
+    """Invoke the `nazzil` command in-process with the test settings in its environment."""
+    from click.testing import CliRunner
+
+    from nazzil.cli import main
+
+    env = {f"NAZZIL_{k}": str(v) for k, v in config.items()}
+    return lambda *args: CliRunner().invoke(main, list(args), env=env)
+
+
+def test_cli_download_names_the_file_after_the_title(
+    cli: Any, media_server: MediaServer, tmp_path: Path
+) -> None:
+    page = media_server.add_page("/cli/title", video_page("/sample.mp4", "Clip: one/two"))
+    out = tmp_path / "out"
+    result = cli("download", page, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    path = Path(result.stdout.strip().splitlines()[-1])
+    assert path.parent == out and path.name == "Clip one two.mp4"
+    assert abs(ffprobe_like(path)["duration"] - 4.0) < 0.25
+    assert [p.name for p in out.iterdir()] == [path.name]
+    audio = cli(
+        "download",
+        media_server.url("sample.mp4"),
+        "-f",
+        "audio",
+        "--audio-format",
+        "opus",
+        "-o",
+        str(out),
+    )
+    assert audio.exit_code == 0, audio.output
+    assert ffprobe_like(audio.stdout.strip().splitlines()[-1])["acodec"] == "opus"
+    bad = cli("download", media_server.url("garbage.bin"), "-o", str(out))
+    assert bad.exit_code == 1 and "unsupported_url" in bad.output
+
+
+def test_cli_db_upgrade_creates_the_schema(cli: Any, config: dict) -> None:
+    import sqlalchemy as sa
+
+    result = cli("db", "upgrade")
+    assert result.exit_code == 0, result.output
+    engine = sa.create_engine(f"sqlite:///{Path(config['DATA_DIR']) / 'nazzil.db'}")
+    try:
+        assert {"jobs", "nazzil_alembic_version"} <= set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert cli("db", "upgrade").exit_code == 0  # idempotent
