@@ -75,6 +75,7 @@ class Server:
             "NAZZIL_SECRET_KEY": "test-secret-key-for-the-stream-server",
             "NAZZIL_TRUSTED_HOSTS": f"127.0.0.1:{media.port}", "NAZZIL_THREADS": "8",
             "NAZZIL_FETCH_TIMEOUT": "5", "NAZZIL_LOG_LEVEL": "INFO", "YTDLP_NO_PLUGINS": "1",
+            "NAZZIL_RATE_LIMIT_STREAM": "off",
             **{f"NAZZIL_{k}": v for k, v in env.items()},
         }  # fmt: skip
         with self.log.open("wb") as log:

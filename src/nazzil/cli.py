@@ -33,6 +33,7 @@ def serve(host: str | None, port: int | None) -> None:
     """Run the production web server (waitress, threaded)."""
     import waitress
 
+    _limit_malloc_arenas()
     app = _app()
     platform_port = os.environ.get("PORT")
     host = host or app.config["NAZZIL_HOST"] or ("0.0.0.0" if platform_port else "127.0.0.1")
@@ -59,6 +60,19 @@ def serve(host: str | None, port: int | None) -> None:
         channel_timeout=300,
         _quiet=True,
     )
+
+
+def _limit_malloc_arenas() -> None:
+    """Let the server's threads share two glibc malloc arenas (unless MALLOC_ARENA_MAX is set)."""
+    # Each request thread otherwise keeps the freed buffers of its last stream in an arena of
+    # its own: measured ~190 MiB RSS after 40 streams of 50 MB instead of ~95 MiB.
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(-8, 2)  # -8 is M_ARENA_MAX; musl has no arenas and ignores it
 
 
 @main.command()

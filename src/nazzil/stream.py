@@ -297,10 +297,7 @@ class Pipeline:
                 r, w = os.pipe()
                 readers.append(r)
                 writers.append(w)
-                with contextlib.suppress(OSError):
-                    import fcntl
-
-                    fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
+                _grow_pipe(w)
                 # Only pipes, and a fixed demuxer: nothing in the data can name a URL to open.
                 cmd += ["-protocol_whitelist", "pipe", "-f", source.demuxer, "-i", f"pipe:{r}"]
             cmd += [*self.output, "pipe:1"]
@@ -321,6 +318,7 @@ class Pipeline:
         finally:
             for fd in readers:
                 os.close(fd)  # only ffmpeg may hold the read ends, or EOF never comes
+        _grow_pipe(self.proc.stdout.fileno())  # type: ignore[union-attr]
         os.set_blocking(self.proc.stderr.fileno(), False)  # type: ignore[union-attr]
         for i, (source, w) in enumerate(zip(self.sources, writers, strict=True)):
             thread = threading.Thread(
@@ -477,6 +475,14 @@ class Pipeline:
             if thread.is_alive():
                 # Stuck in a connect: it ends by itself at the fetch timeout.
                 log.info("feeder %s still connecting; it ends at the fetch timeout", thread.name)
+
+
+def _grow_pipe(fd: int) -> None:
+    """Enlarge a pipe so each system call moves more; the default 64 KiB is a lot of calls."""
+    with contextlib.suppress(OSError, ImportError):
+        import fcntl
+
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def _write_all(fd: int, data: bytes) -> None:

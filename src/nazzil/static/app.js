@@ -307,6 +307,9 @@
       save.href = file.url;
       save.setAttribute("download", file.name || "");
     }
+    // Once the file is ready, Save is the main action of its card.
+    const download = view.closest(".preview") && view.closest(".preview").querySelector("button.download");
+    if (download) download.classList.toggle("primary", status !== "finished");
     view.querySelector('[data-action="cancel"]').hidden = !(status === "queued" || status === "running");
     view.querySelector('[data-action="retry"]').hidden = !(status === "failed" || status === "cancelled");
     announce(view, status, pct);
