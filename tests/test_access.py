@@ -239,3 +239,30 @@ def test_bad_tokens_do_not_use_up_the_rate_limit_of_others(config) -> None:
     owner = app.test_client()
     response = owner.get("/api/v1/info", query_string={"url": BLOCKED_URL}, headers=bearer(TOKEN))
     assert response.status_code == 403
+
+
+def test_the_page_fetching_without_a_cookie_gets_401_not_a_redirect(locked) -> None:
+    client = locked.test_client()
+    response = client.get("/preview?url=x", headers={"Sec-Fetch-Mode": "cors"})
+    assert response.status_code == 401
+
+
+def test_cookie_requests_from_other_sites_are_refused(locked) -> None:
+    client = locked.test_client()
+    login(client)
+    evil = {"Origin": "https://evil.example"}
+    response = client.post("/api/v1/info", json={"url": BLOCKED_URL}, headers=evil)
+    assert response.status_code == 403 and response.get_json()["error"]["code"] == "forbidden"
+    cross = {"Sec-Fetch-Site": "cross-site"}
+    assert client.post("/api/v1/info", json={"url": BLOCKED_URL}, headers=cross).status_code == 403
+    # The page itself (same origin) and reads are fine; a Bearer client sends no cookie anyway.
+    same = {"Origin": "http://localhost"}
+    response = client.post("/api/v1/info", json={"url": BLOCKED_URL}, headers=same)
+    assert response.get_json()["error"]["code"] == "blocked_address"  # past the checks
+    assert client.get("/api/v1/openapi.json", headers=evil).status_code == 200
+
+
+def test_login_from_another_site_is_refused(locked) -> None:
+    response = login(locked.test_client(), headers={"Origin": "https://evil.example"})
+    assert response.status_code == 403
+    assert access.COOKIE not in "".join(response.headers.getlist("Set-Cookie"))

@@ -299,3 +299,20 @@ def test_localhost_names_are_blocked_without_asking_dns(monkeypatch, name) -> No
     with pytest.raises(netguard.AddressBlocked):
         netguard.Policy().create_connection((name, 80), 1)
     assert netguard.Policy.from_trusted([f"{name}:80"]).local_name(name, 80) is False
+
+
+def test_fetch_drops_reserved_and_malformed_headers(policy, media_server) -> None:
+    media_server.clear()
+    headers = {
+        "Host": "other.example",
+        "Transfer-Encoding": "chunked",
+        "X-Evil": "a\r\nInjected: 1",
+        "Bad Name": "x",
+        "Referer": "https://site.example/page",
+    }
+    resp = netguard.fetch(media_server.url("/thumb.jpg"), policy, headers=headers, timeout=2)
+    resp.close()
+    seen = media_server.requests[-1].headers
+    assert seen["Host"] == f"127.0.0.1:{media_server.port}"
+    assert seen["Referer"] == "https://site.example/page"
+    assert "Injected" not in seen and "X-Evil" not in seen and "Transfer-Encoding" not in seen

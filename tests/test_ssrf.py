@@ -613,3 +613,14 @@ def test_json_body_is_parsed_only_as_typed_fields(client) -> None:
         )
         assert response.status_code == 400
         assert response.get_json()["error"]["code"] == "invalid_request"
+
+
+def test_yt_dlp_runs_without_plugins(app) -> None:
+    import os
+
+    extract.yt_dlp_module()
+    assert os.environ.get("YTDLP_NO_PLUGINS") == "1"
+    ydl = extract.new_ydl(extract.base_params(app.config), extract.policy_for(app))
+    with ydl:
+        modules = {getattr(ie, "__module__", "") for ie in ydl._ies.values()}
+    assert not [m for m in modules if not m.startswith("yt_dlp.")]

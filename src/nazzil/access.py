@@ -22,7 +22,7 @@ from flask import (
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .datadir import secret_key
-from .errors import Unauthorized
+from .errors import Forbidden, Unauthorized
 
 log = logging.getLogger("nazzil.auth")  # "nazzil.access" is the access log
 
@@ -32,6 +32,7 @@ MAX_AGE = 30 * 86400
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/login", "/logout", "/manifest.webmanifest"})
 OPEN_PREFIXES = ("/static/",)
 CHALLENGE = 'Bearer realm="nazzil"'
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 bp = Blueprint("access", __name__)
 
@@ -133,13 +134,26 @@ def _require_token() -> Response | None:
             headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
         )
     if _cookie_ok():
+        if request.method not in SAFE_METHODS and not same_origin():
+            # A cookie rides along with cross-site requests; a Bearer header never does.
+            raise Forbidden("Requests from other sites are not accepted.")
         g.access = "cookie"
         return None
     from .app import wants_json
 
-    if wants_json() or request.method not in ("GET", "HEAD"):
+    navigating = request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
+    if wants_json() or request.method not in SAFE_METHODS or not navigating:
         raise Unauthorized(headers={"WWW-Authenticate": CHALLENGE})
     return redirect(url_for("access.login", next=request.full_path.rstrip("?")), code=303)
+
+
+def same_origin() -> bool:
+    """Tell whether a browser request comes from nazzil's own pages (no Origin: not a browser)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+    parts = urlsplit(origin)
+    return parts.scheme == request.scheme and parts.netloc.lower() == request.host.lower()
 
 
 def safe_next(target: str | None) -> str:
@@ -162,6 +176,8 @@ def login() -> Response | tuple[str, int] | str:
         return redirect(next_path, code=303)
     if request.method == "GET":
         return render_template("login.html", next=next_path, failed=False)
+    if not same_origin():
+        raise Forbidden("Requests from other sites are not accepted.")
     token = request.form.get("token", "")
     digest = token_matches(token.strip()) if token.strip() else None
     if digest is None:

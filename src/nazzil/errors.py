@@ -38,6 +38,10 @@ class Unauthorized(NazzilError):
     code, status, message = "unauthorized", 401, "An access token is required."
 
 
+class Forbidden(NazzilError):
+    code, status, message = "forbidden", 403, "That is not allowed."
+
+
 class NotFound(NazzilError):
     code, status, message = "not_found", 404, "Nothing here."
 

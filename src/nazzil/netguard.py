@@ -325,6 +325,27 @@ class _GuardedHTTPSConnection(http.client.HTTPSConnection):
 
 
 REDIRECTS = (301, 302, 303, 307, 308)
+# Headers a caller (or a site, through yt-dlp's http_headers) may not choose: they would
+# redirect the request to another virtual host, or break the framing of the connection.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host", "connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
+        "trailer", "transfer-encoding", "upgrade", "content-length", "expect",
+    }
+)  # fmt: skip
+
+
+def _safe_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Drop reserved headers and any name or value with control characters."""
+    out = {}
+    for name, value in headers.items():
+        name, value = str(name), str(value)
+        if name.lower() in _RESERVED_HEADERS or not name.isascii() or not name.isprintable():
+            continue
+        if " " in name or ":" in name or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            continue
+        out[name] = value
+    return out
 
 
 def fetch(
@@ -341,7 +362,7 @@ def fetch(
     send = {
         "User-Agent": USER_AGENT,
         "Accept-Encoding": "identity",
-        **(headers or {}),
+        **_safe_headers(headers or {}),
         "Connection": "close",
     }
     for hop in range(max_redirects + 1):
@@ -369,7 +390,7 @@ def fetch(
         except TimeoutError:
             conn.close()
             raise UpstreamTimeout() from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             conn.close()
             raise UpstreamError(f"Could not reach the site ({type(exc).__name__}).") from None
         location = resp.getheader("Location")

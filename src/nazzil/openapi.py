@@ -7,7 +7,7 @@ from typing import Any
 from . import __version__
 
 ERROR_CODES = [
-    "invalid_request", "invalid_url", "blocked_address", "unauthorized", "not_found",
+    "invalid_request", "invalid_url", "blocked_address", "unauthorized", "forbidden", "not_found",
     "method_not_allowed", "conflict", "payload_too_large", "unsupported_url",
     "format_unavailable", "too_large", "too_long", "range_not_satisfiable", "rate_limited",
     "upstream_error",
@@ -342,8 +342,18 @@ def spec() -> dict[str, Any]:
             "description": "Preview and download web videos. Errors share one JSON shape.",
         },
         "paths": PATHS,
+        # Open by default; with NAZZIL_ACCESS_TOKENS every path but the health checks needs a
+        # token (401 unauthorized otherwise), sent as a Bearer header or set by /login.
+        "security": [{}, {"bearer": []}],
         "components": {
             "schemas": SCHEMAS,
             "responses": {"Error": _json(_ref("Error"), "An error in the one JSON shape.")},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An access token from NAZZIL_ACCESS_TOKENS.",
+                }
+            },
         },
     }

@@ -15,6 +15,7 @@ import functools
 import http.client
 import logging
 import os
+import queue
 import re
 import select
 import subprocess
@@ -173,11 +174,12 @@ def _proxy(
         if resp.getheader(key):
             headers[key] = resp.getheader(key)
     limit = opts.max_bytes if "Content-Length" not in headers else 0
+    ahead = Prefetch(resp)
 
     def chunks() -> Iterator[bytes]:
         sent = 0
         while True:
-            data = read_chunk(resp)
+            data = ahead.get()
             if not data:
                 break
             if limit and sent + len(data) > limit:
@@ -190,7 +192,58 @@ def _proxy(
         if resp.length:  # the site promised more than it sent
             raise StreamAborted(f"upstream ended {resp.length} bytes early")
 
-    return Stream(206 if partial else 200, headers, Body(chunks(), resp.close))
+    return Stream(206 if partial else 200, headers, Body(chunks(), ahead.close))
+
+
+class Prefetch:
+    """Read a response in a thread of its own, a few chunks ahead of the client.
+
+    Receiving from the site and sending to the client then overlap instead of taking turns
+    in one thread; the bounded queue keeps the back-pressure (at most depth chunks ahead).
+    """
+
+    def __init__(self, resp: Any, depth: int = 4) -> None:
+        self.resp = resp
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nazzil-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = read_chunk(self.resp)
+                self._put(data)
+                if not data:
+                    return
+        except Exception as exc:  # noqa: BLE001 - handed to the reading thread
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def get(self) -> bytes:
+        """The next chunk, b"" at the end; raises StreamAborted when the site failed."""
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            log.warning("stream ended early: %r", item)
+            raise StreamAborted("upstream failed") from item
+        return item
+
+    def close(self) -> None:
+        """Stop reading, wake the thread if it waits for the site, and close the response."""
+        self._stop.set()
+        abort(self.resp)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()  # frees a put() waiting for room
+        self._thread.join(timeout=2)
+        self.resp.close()
 
 
 def _download_headers(name: str, content_type: str) -> dict[str, str]:
