@@ -62,9 +62,7 @@ def _finish_request(response: Response) -> Response:
     request_id = g.get("request_id") or secrets.token_hex(8)
     response.headers["X-Request-ID"] = request_id
     elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-    access_log.info(
-        "%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed
-    )
+    access_log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed)
     return response
 
 
@@ -104,8 +102,9 @@ def handle_error(exc: Exception) -> tuple[Response, int] | Response:
         response = jsonify(errors.error_body(code, message, request_id))
     else:
         response = Response(
-            render_template("error.html", code=code, status=status, message=message,
-                            request_id=request_id),
+            render_template(
+                "error.html", code=code, status=status, message=message, request_id=request_id
+            ),
             mimetype="text/html",
         )
     response.status_code = status

@@ -27,7 +27,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--host", default=None, help="Address to bind (default 127.0.0.1; 0.0.0.0 with $PORT).")
+@click.option(
+    "--host", default=None, help="Address to bind (default 127.0.0.1; 0.0.0.0 with $PORT)."
+)
 @click.option("--port", default=None, type=int, help="Port to bind (default $PORT or 8000).")
 def serve(host: str | None, port: int | None) -> None:
     """Run the production web server (waitress, threaded)."""
@@ -40,8 +42,9 @@ def serve(host: str | None, port: int | None) -> None:
     port = port or app.config["NAZZIL_PORT"] or int(platform_port or 8000)
     for start in app.extensions["nazzil"].get("on_serve", []):
         start(app)
-    click.echo(f"nazzil {__version__} on http://{host}:{port} ({app.config['NAZZIL_MODE']} mode)",
-               err=True)
+    click.echo(
+        f"nazzil {__version__} on http://{host}:{port} ({app.config['NAZZIL_MODE']} mode)", err=True
+    )
     waitress.serve(
         app,
         host=host,
@@ -94,8 +97,9 @@ def info(url: str) -> None:
 
 
 @main.command()
-@click.option("--workers", "-w", default=None, type=int,
-              help="Parallel downloads (default NAZZIL_WORKERS).")
+@click.option(
+    "--workers", "-w", default=None, type=int, help="Parallel downloads (default NAZZIL_WORKERS)."
+)
 def worker(workers: int | None) -> None:
     """Run download workers only (no web server) until SIGINT or SIGTERM."""
     from .queue import run_worker
@@ -107,16 +111,39 @@ def worker(workers: int | None) -> None:
 
 @main.command()
 @click.argument("url")
-@click.option("--format", "-f", "fmt", default="best", show_default=True,
-              help="best, <height>p (e.g. 720p), audio, or a format_id.")
-@click.option("--audio-format", default=None, type=click.Choice(["mp3", "m4a", "opus"]),
-              help="Audio codec with -f audio (default m4a).")
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    default="best",
+    show_default=True,
+    help="best, <height>p (e.g. 720p), audio, or a format_id.",
+)
+@click.option(
+    "--audio-format",
+    default=None,
+    type=click.Choice(["mp3", "m4a", "opus"]),
+    help="Audio codec with -f audio (default m4a).",
+)
 @click.option("--start", default=None, type=float, help="Cut from this second.")
 @click.option("--end", default=None, type=float, help="Cut to this second.")
-@click.option("--output", "-o", "out_dir", default=".", show_default=True,
-              type=click.Path(file_okay=False), help="Directory for the file.")
-def download(url: str, fmt: str, audio_format: str | None, start: float | None,
-             end: float | None, out_dir: str) -> None:
+@click.option(
+    "--output",
+    "-o",
+    "out_dir",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory for the file.",
+)
+def download(
+    url: str,
+    fmt: str,
+    audio_format: str | None,
+    start: float | None,
+    end: float | None,
+    out_dir: str,
+) -> None:
     """Download URL into a directory, named after its title; print the file's path."""
     import secrets
     from pathlib import Path
@@ -138,11 +165,19 @@ def download(url: str, fmt: str, audio_format: str | None, start: float | None,
     with app.app_context():
         try:
             choice = choose(fmt, audio_format)
-            url = netguard.precheck(url, extract.policy_for(app),
-                                    int(app.config["NAZZIL_MAX_URL_LENGTH"]))
-            result = dl.fetch(url, choice, work, config=app.config,
-                              policy=extract.policy_for(app), start=start, end=end,
-                              report=report if sys.stderr.isatty() else None)
+            url = netguard.precheck(
+                url, extract.policy_for(app), int(app.config["NAZZIL_MAX_URL_LENGTH"])
+            )
+            result = dl.fetch(
+                url,
+                choice,
+                work,
+                config=app.config,
+                policy=extract.policy_for(app),
+                start=start,
+                end=end,
+                report=report if sys.stderr.isatty() else None,
+            )
             name = LocalStorage(target).put(result.path, result.name, "")
         except NazzilError as exc:
             click.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}), err=True)

@@ -277,12 +277,18 @@ def classify(exc: BaseException) -> NazzilError:
         seen.add(id(item))
         chain.append(item)
         exc_info = getattr(item, "exc_info", None)
-        todo += [item.__cause__, item.__context__, getattr(item, "cause", None),
-                 getattr(item, "orig_msg", None) if isinstance(getattr(item, "orig_msg", None),
-                                                               BaseException) else None,
-                 exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None,
-                 getattr(item, "reason", None) if isinstance(getattr(item, "reason", None),
-                                                             BaseException) else None]
+        todo += [
+            item.__cause__,
+            item.__context__,
+            getattr(item, "cause", None),
+            getattr(item, "orig_msg", None)
+            if isinstance(getattr(item, "orig_msg", None), BaseException)
+            else None,
+            exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None,
+            getattr(item, "reason", None)
+            if isinstance(getattr(item, "reason", None), BaseException)
+            else None,
+        ]
     for item in chain:
         if isinstance(item, NazzilError):
             return item
@@ -379,9 +385,7 @@ def to_media_info(info: dict[str, Any], *, single_html5: bool = False) -> dict[s
         "entries": None,
     }
     if is_playlist:
-        result["entries"] = [
-            to_media_info(entry) for entry in (info.get("entries") or []) if entry
-        ]
+        result["entries"] = [to_media_info(entry) for entry in (info.get("entries") or []) if entry]
     else:
         formats = [f for f in (info.get("formats") or [info]) if _usable(f)]
         result["formats"] = [_format(f) for f in reversed(formats)]
@@ -507,23 +511,37 @@ def get_info(url: str, app: Flask | None = None) -> dict[str, Any]:
     if cache is None:
         cache = app.extensions["nazzil"].setdefault(
             "preview_cache",
-            TTLCache(int(config["NAZZIL_PREVIEW_CACHE_SIZE"]),
-                     float(config["NAZZIL_PREVIEW_CACHE_TTL"])),
+            TTLCache(
+                int(config["NAZZIL_PREVIEW_CACHE_SIZE"]), float(config["NAZZIL_PREVIEW_CACHE_TTL"])
+            ),
         )
     cached = cache.get(url)
     if cached is not None:
         return cached
     started = time.perf_counter()
     info = probe(url, config, policy)
-    log.info("previewed %s in %.0f ms", info.get("extractor"), (time.perf_counter() - started) * 1000)
+    log.info(
+        "previewed %s in %.0f ms", info.get("extractor"), (time.perf_counter() - started) * 1000
+    )
     cache.put(url, info)
     return info
 
 
 # Fields of a selected format the stream engine needs to fetch it itself.
 _STREAM_FIELDS = (
-    "format_id", "url", "protocol", "ext", "container", "vcodec", "acodec", "filesize",
-    "filesize_approx", "http_headers", "manifest_url", "fragment_base_url", "has_drm",
+    "format_id",
+    "url",
+    "protocol",
+    "ext",
+    "container",
+    "vcodec",
+    "acodec",
+    "filesize",
+    "filesize_approx",
+    "http_headers",
+    "manifest_url",
+    "fragment_base_url",
+    "has_drm",
 )
 
 
@@ -540,8 +558,9 @@ def _stream_format(fmt: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve(url: str, selector: str, config: dict[str, Any],
-            policy: netguard.Policy) -> dict[str, Any]:
+def resolve(
+    url: str, selector: str, config: dict[str, Any], policy: netguard.Policy
+) -> dict[str, Any]:
     """Pick formats with a selector from formats.choose(); return their fetchable URLs."""
     from .errors import FormatUnavailable
 
@@ -580,9 +599,17 @@ def resolve(url: str, selector: str, config: dict[str, Any],
     }
 
 
-def download(url: str, choice: Any, out_dir: Any, *, config: dict[str, Any],
-             policy: netguard.Policy, ffmpeg: str, on_info: Any = None,
-             on_progress: Any = None) -> tuple[Any, dict[str, Any]]:
+def download(
+    url: str,
+    choice: Any,
+    out_dir: Any,
+    *,
+    config: dict[str, Any],
+    policy: netguard.Policy,
+    ffmpeg: str,
+    on_info: Any = None,
+    on_progress: Any = None,
+) -> tuple[Any, dict[str, Any]]:
     """Download url in a formats.choose() Choice into out_dir; return the file and its facts.
 
     on_info(facts) runs once the formats are chosen and before any media byte is fetched;
@@ -629,21 +656,23 @@ def download(url: str, choice: Any, out_dir: Any, *, config: dict[str, Any],
 
     params = base_params(config)
     params.pop("simulate", None)
-    params.update({
-        "format": choice.selector,
-        "outtmpl": {"default": "media.%(ext)s"},
-        "paths": {"home": str(out_dir), "temp": str(out_dir)},
-        "ffmpeg_location": ffmpeg,
-        "merge_output_format": "mp4",
-        # Retries with continuedl make a dropped connection resume with a Range request.
-        "retries": 10,
-        "fragment_retries": 10,
-        "file_access_retries": 3,
-        "continuedl": True,
-        "overwrites": True,
-        "playlist_items": "1",
-        "progress_hooks": [relay(on_progress)] if on_progress is not None else [],
-    })
+    params.update(
+        {
+            "format": choice.selector,
+            "outtmpl": {"default": "media.%(ext)s"},
+            "paths": {"home": str(out_dir), "temp": str(out_dir)},
+            "ffmpeg_location": ffmpeg,
+            "merge_output_format": "mp4",
+            # Retries with continuedl make a dropped connection resume with a Range request.
+            "retries": 10,
+            "fragment_retries": 10,
+            "file_access_retries": 3,
+            "continuedl": True,
+            "overwrites": True,
+            "playlist_items": "1",
+            "progress_hooks": [relay(on_progress)] if on_progress is not None else [],
+        }
+    )
     if choice.audio_format:
         params["postprocessors"] = [
             {"key": "FFmpegExtractAudio", "preferredcodec": choice.audio_format}

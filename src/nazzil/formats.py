@@ -26,8 +26,9 @@ class Choice:
         return self.audio_format is not None
 
 
-def choose(fmt: str | None = "best", audio_format: str | None = None,
-           format_ids: list[str] | None = None) -> Choice:
+def choose(
+    fmt: str | None = "best", audio_format: str | None = None, format_ids: list[str] | None = None
+) -> Choice:
     """Validate the API's format fields and build the yt-dlp selector for them."""
     fmt = (fmt or "best").strip()
     if audio_format is not None and audio_format not in AUDIO_FORMATS:

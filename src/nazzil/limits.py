@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
+import math
 import re
+import threading
 import time
-from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, current_app, g, request
-from flask_limiter import ApplicationLimit, HeaderNames, Limiter
 
 from . import device
+from .errors import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +33,6 @@ KEYS: dict[str, tuple[str, ...]] = {
     "login": ("address",),
 }
 _RETRY = re.compile(r"/api/v1/jobs/[^/]+/retry")
-# The draft IETF names (RateLimit-*) instead of Flask-Limiter's default X-RateLimit-*.
-HEADER_NAMES = {
-    HeaderNames.LIMIT: "RateLimit-Limit",
-    HeaderNames.REMAINING: "RateLimit-Remaining",
-    HeaderNames.RESET: "RateLimit-Reset",
-    HeaderNames.RETRY_AFTER: "Retry-After",
-}
 
 
 def bucket_of(path: str, method: str, args: dict | None = None) -> str | None:
@@ -86,64 +82,115 @@ def _device_key() -> str | None:
     return g.rate_device
 
 
-def _limit(bucket: str, key: str) -> ApplicationLimit:
-    setting = BUCKETS[bucket]
-
-    def provider() -> str:
-        return current_app.config.get(setting) or ""
-
-    def exempt() -> bool:
-        if _bucket() != bucket:
-            return True
-        return key == "device" and _device_key() is None
-
-    key_function: Callable[[], str]
-    if key == "device":
-        key_function = lambda: f"device:{_device_key()}"  # noqa: E731
-    else:
-        key_function = lambda: f"addr:{client_address()}"  # noqa: E731
-    return ApplicationLimit(
-        provider,
-        key_function=key_function,
-        scope=f"{bucket}:{key}",
-        exempt_when=exempt,
-        error_message="Too many requests; please wait a moment.",
-    )
-
-
 def storage_uri(config: dict) -> str:
     """Pick where counters live: the configured URI, else Redis in a cluster, else memory."""
     return config.get("NAZZIL_RATE_LIMIT_STORAGE") or config.get("NAZZIL_REDIS_URL") or "memory://"
 
 
-def _tidy_headers(response: Response) -> Response:
-    """Keep Retry-After for refusals only, and give RateLimit-Reset as seconds from now."""
-    # Flask-Limiter sends Retry-After on every limited answer and Reset as a Unix time; the
-    # draft RateLimit-Reset is a delay, and Retry-After on a 200 would confuse clients.
-    if response.status_code not in (429, 503):
-        response.headers.pop("Retry-After", None)
-    reset = response.headers.get("RateLimit-Reset")
-    if reset and reset.isdigit():
-        response.headers["RateLimit-Reset"] = str(max(0, int(reset) - int(time.time())))
+@functools.lru_cache(maxsize=64)
+def _items(rate: str) -> tuple[Any, ...]:
+    from limits import parse_many
+
+    return tuple(parse_many(rate))
+
+
+class Counters:
+    """Fixed-window counters of the `limits` library, built on first use; memory if Redis fails."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self._limiter: Any = None
+        self._fallback: Any = None
+        self._lock = threading.Lock()
+
+    def _make(self, uri: str) -> Any:
+        from limits import storage, strategies
+
+        return strategies.FixedWindowRateLimiter(storage.storage_from_string(uri))
+
+    def _primary(self) -> Any:
+        if self._limiter is None:
+            with self._lock:
+                if self._limiter is None:
+                    self._limiter = self._make(self.uri)
+        return self._limiter
+
+    def _memory(self) -> Any:
+        if self._fallback is None:
+            with self._lock:
+                if self._fallback is None:
+                    self._fallback = self._make("memory://")
+        return self._fallback
+
+    def hit(self, item: Any, *ids: str) -> tuple[bool, Any]:
+        """Count one hit; return whether it is allowed and the window's stats."""
+        try:
+            limiter = self._primary()
+            return limiter.hit(item, *ids), limiter.get_window_stats(item, *ids)
+        except Exception as exc:  # noqa: BLE001 - a Redis outage must not take the site down
+            if self.uri == "memory://":
+                raise
+            log.warning("rate-limit storage %s failed (%s); counting in memory", self.uri, exc)
+            limiter = self._memory()
+            return limiter.hit(item, *ids), limiter.get_window_stats(item, *ids)
+
+
+def _keys(bucket: str) -> list[str]:
+    keys = []
+    for kind in KEYS[bucket]:
+        if kind == "device":
+            device_id = _device_key()
+            if device_id is not None:
+                keys.append(f"device:{device_id}")
+        else:
+            keys.append(f"addr:{client_address()}")
+    return keys
+
+
+def _check() -> None:
+    """Count this request against its bucket; refuse it with 429 when a limit is spent."""
+    bucket = _bucket()
+    if bucket is None:
+        return
+    rate = current_app.config.get(BUCKETS[bucket]) or ""
+    if not rate:
+        return
+    counters: Counters = current_app.extensions["nazzil"]["rate_counters"]
+    tightest: tuple[int, int, float] | None = None  # (remaining, limit, reset time)
+    for item in _items(rate):
+        for key in _keys(bucket):
+            allowed, stats = counters.hit(item, "nazzil", bucket, key)
+            state = (0 if not allowed else stats.remaining, item.amount, stats.reset_time)
+            if tightest is None or state[0] < tightest[0]:
+                tightest = state
+            if not allowed:
+                raise RateLimited(headers=_headers(state, refused=True))
+    if tightest is not None:
+        g.rate_headers = _headers(tightest, refused=False)
+
+
+def _headers(state: tuple[int, int, float], *, refused: bool) -> dict[str, str]:
+    remaining, limit, reset_time = state
+    # The draft IETF RateLimit-Reset is a delay in seconds, not a timestamp.
+    reset = max(1, math.ceil(reset_time - time.time()))
+    headers = {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(reset),
+    }
+    if refused:
+        headers["Retry-After"] = str(reset)
+    return headers
+
+
+def _add_headers(response: Response) -> Response:
+    for name, value in (g.get("rate_headers") or {}).items():
+        response.headers.setdefault(name, value)
     return response
 
 
 def init_app(app: Flask) -> None:
-    """Attach Flask-Limiter with nazzil's buckets; counters are touched on first request only."""
-    limits = [_limit(bucket, key) for bucket, keys in KEYS.items() for key in keys]
-    uri = storage_uri(app.config)
-    # Registered before the limiter's own after_request, so it runs after it (reverse order).
-    app.after_request(_tidy_headers)
-    limiter = Limiter(
-        key_func=client_address,
-        application_limits=limits,
-        headers_enabled=True,
-        header_name_mapping=HEADER_NAMES,
-        storage_uri=uri,
-        # A Redis outage must not take the site down: count in memory until it is back.
-        in_memory_fallback_enabled=uri != "memory://",
-        key_prefix="nazzil",
-        strategy="fixed-window",
-    )
-    limiter.init_app(app)
-    app.extensions["nazzil"]["limiter"] = limiter
+    """Count previews, jobs, streams and logins; the counter store is built on first use."""
+    app.extensions["nazzil"]["rate_counters"] = Counters(storage_uri(app.config))
+    app.before_request(_check)
+    app.after_request(_add_headers)

@@ -41,8 +41,9 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def read_range(url: str, policy: netguard.Policy, start: int, length: int,
-               timeout: float) -> tuple[bytes, int | None]:
+def read_range(
+    url: str, policy: netguard.Policy, start: int, length: int, timeout: float
+) -> tuple[bytes, int | None]:
     """Read up to length bytes at start; return them and the total size when told."""
     headers = {"Range": f"bytes={start}-{start + length - 1}"}
     resp = netguard.fetch(url, policy, headers=headers, timeout=timeout)

@@ -7,11 +7,26 @@ from typing import Any
 from . import __version__
 
 ERROR_CODES = [
-    "invalid_request", "invalid_url", "blocked_address", "unauthorized", "forbidden", "not_found",
-    "method_not_allowed", "conflict", "payload_too_large", "unsupported_url",
-    "format_unavailable", "too_large", "too_long", "range_not_satisfiable", "rate_limited",
+    "invalid_request",
+    "invalid_url",
+    "blocked_address",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "conflict",
+    "payload_too_large",
+    "unsupported_url",
+    "format_unavailable",
+    "too_large",
+    "too_long",
+    "range_not_satisfiable",
+    "rate_limited",
     "upstream_error",
-    "upstream_timeout", "jobs_disabled", "unavailable", "internal_error",
+    "upstream_timeout",
+    "jobs_disabled",
+    "unavailable",
+    "internal_error",
     "insufficient_storage",
 ]
 
@@ -146,23 +161,37 @@ PATHS: dict[str, Any] = {
             "operationId": "stream",
             "parameters": [
                 {"name": "url", "in": "query", "required": True, "schema": {"type": "string"}},
-                {"name": "format", "in": "query", "required": False,
-                 "schema": {"type": "string", "default": "best"},
-                 "description": "best, audio, a height such as 720p, or a format_id."},
-                {"name": "audio_format", "in": "query", "required": False,
-                 "schema": {"type": "string", "enum": ["mp3", "m4a", "opus"]},
-                 "description": "With format=audio (default m4a)."},
-                {"name": "Range", "in": "header", "required": False,
-                 "schema": {"type": "string"},
-                 "description": "bytes=start-end; honoured when one file is passed through."},
+                {
+                    "name": "format",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "default": "best"},
+                    "description": "best, audio, a height such as 720p, or a format_id.",
+                },
+                {
+                    "name": "audio_format",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["mp3", "m4a", "opus"]},
+                    "description": "With format=audio (default m4a).",
+                },
+                {
+                    "name": "Range",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "bytes=start-end; honoured when one file is passed through.",
+                },
             ],
             "responses": {
-                "200": {"description": "The media, with Content-Disposition: attachment.",
-                        "content": {"*/*": {"schema": {"type": "string",
-                                                       "format": "binary"}}}},
-                "206": {"description": "The requested byte range of a passed-through file.",
-                        "content": {"*/*": {"schema": {"type": "string",
-                                                       "format": "binary"}}}},
+                "200": {
+                    "description": "The media, with Content-Disposition: attachment.",
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "206": {
+                    "description": "The requested byte range of a passed-through file.",
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                },
                 **error_responses(400, 403, 416, 422, 429, 502, 503, 504),
             },
         }
@@ -180,156 +209,179 @@ PATHS: dict[str, Any] = {
 # ---- download jobs (issue 3)
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
-SCHEMAS.update({
-    "JobRequest": {
-        "type": "object",
-        "required": ["url"],
-        "properties": {
-            "url": {"type": "string", "description": "An absolute http(s) URL."},
-            "format": {
-                "type": "string",
-                "default": "best",
-                "description": "best, <height>p (e.g. 720p), audio, or a format_id from "
-                               "MediaInfo.formats.",
-            },
-            "audio_format": {"type": "string", "enum": ["mp3", "m4a", "opus"],
-                             "description": "With format audio (default m4a)."},
-            "start": {"type": "number", "minimum": 0, "description": "Cut from (seconds)."},
-            "end": {"type": "number", "minimum": 0, "description": "Cut to (seconds)."},
-        },
-    },
-    "Job": {
-        "type": "object",
-        "required": ["id", "url", "status", "format", "progress", "error", "file",
-                     "created_at", "updated_at", "finished_at"],
-        "properties": {
-            "id": {"type": "string"},
-            "url": {"type": "string"},
-            "status": {"type": "string",
-                       "enum": ["queued", "running", "finished", "failed", "cancelled"]},
-            "title": NULLABLE_STR,
-            "format": {"type": "string"},
-            "progress": {
-                "type": "object",
-                "properties": {
-                    "percent": NULLABLE_NUM,
-                    "downloaded_bytes": NULLABLE_INT,
-                    "total_bytes": NULLABLE_INT,
-                    "speed": NULLABLE_NUM,
-                    "eta": NULLABLE_NUM,
+SCHEMAS.update(
+    {
+        "JobRequest": {
+            "type": "object",
+            "required": ["url"],
+            "properties": {
+                "url": {"type": "string", "description": "An absolute http(s) URL."},
+                "format": {
+                    "type": "string",
+                    "default": "best",
+                    "description": "best, <height>p (e.g. 720p), audio, or a format_id from "
+                    "MediaInfo.formats.",
                 },
-            },
-            "error": {
-                "type": ["object", "null"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            },
-            "file": {
-                "type": ["object", "null"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "size": {"type": "integer"},
-                    "content_type": {"type": "string"},
-                    "url": {"type": "string"},
+                "audio_format": {
+                    "type": "string",
+                    "enum": ["mp3", "m4a", "opus"],
+                    "description": "With format audio (default m4a).",
                 },
+                "start": {"type": "number", "minimum": 0, "description": "Cut from (seconds)."},
+                "end": {"type": "number", "minimum": 0, "description": "Cut to (seconds)."},
             },
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "finished_at": {"type": ["string", "null"], "format": "date-time"},
         },
-    },
-    "JobList": {
-        "type": "object",
-        "required": ["jobs"],
-        "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
-    },
-})
+        "Job": {
+            "type": "object",
+            "required": [
+                "id",
+                "url",
+                "status",
+                "format",
+                "progress",
+                "error",
+                "file",
+                "created_at",
+                "updated_at",
+                "finished_at",
+            ],
+            "properties": {
+                "id": {"type": "string"},
+                "url": {"type": "string"},
+                "status": {
+                    "type": "string",
+                    "enum": ["queued", "running", "finished", "failed", "cancelled"],
+                },
+                "title": NULLABLE_STR,
+                "format": {"type": "string"},
+                "progress": {
+                    "type": "object",
+                    "properties": {
+                        "percent": NULLABLE_NUM,
+                        "downloaded_bytes": NULLABLE_INT,
+                        "total_bytes": NULLABLE_INT,
+                        "speed": NULLABLE_NUM,
+                        "eta": NULLABLE_NUM,
+                    },
+                },
+                "error": {
+                    "type": ["object", "null"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                },
+                "file": {
+                    "type": ["object", "null"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "size": {"type": "integer"},
+                        "content_type": {"type": "string"},
+                        "url": {"type": "string"},
+                    },
+                },
+                "created_at": {"type": "string", "format": "date-time"},
+                "updated_at": {"type": "string", "format": "date-time"},
+                "finished_at": {"type": ["string", "null"], "format": "date-time"},
+            },
+        },
+        "JobList": {
+            "type": "object",
+            "required": ["jobs"],
+            "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
+        },
+    }
+)
 
-PATHS.update({
-    "/api/v1/jobs": {
-        "post": {
-            "summary": "Queue a download job.",
-            "operationId": "createJob",
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": _ref("JobRequest")}},
-            },
-            "responses": {
-                "202": {
-                    **_json(_ref("Job"), "Queued."),
-                    "headers": {"Location": {"schema": {"type": "string"}}},
+PATHS.update(
+    {
+        "/api/v1/jobs": {
+            "post": {
+                "summary": "Queue a download job.",
+                "operationId": "createJob",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("JobRequest")}},
                 },
-                **error_responses(400, 403, 413, 429, 503, 507),
+                "responses": {
+                    "202": {
+                        **_json(_ref("Job"), "Queued."),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    **error_responses(400, 403, 413, 429, 503, 507),
+                },
+            },
+            "get": {
+                "summary": "List this device's jobs, newest first.",
+                "operationId": "listJobs",
+                "responses": {"200": _json(_ref("JobList"), "The jobs."), **error_responses(503)},
             },
         },
-        "get": {
-            "summary": "List this device's jobs, newest first.",
-            "operationId": "listJobs",
-            "responses": {"200": _json(_ref("JobList"), "The jobs."), **error_responses(503)},
-        },
-    },
-    "/api/v1/jobs/{job_id}": {
-        "get": {
-            "summary": "Show a job.",
-            "operationId": "getJob",
-            "parameters": [_JOB_ID],
-            "responses": {"200": _json(_ref("Job"), "The job."), **error_responses(404, 503)},
-        },
-        "delete": {
-            "summary": "Delete a job and its file.",
-            "operationId": "deleteJob",
-            "parameters": [_JOB_ID],
-            "responses": {"204": {"description": "Deleted."}, **error_responses(404, 503)},
-        },
-    },
-    "/api/v1/jobs/{job_id}/cancel": {
-        "post": {
-            "summary": "Cancel a queued or running job.",
-            "operationId": "cancelJob",
-            "parameters": [_JOB_ID],
-            "responses": {
-                "200": _json(_ref("Job"), "Cancelled."),
-                **error_responses(404, 409, 503),
+        "/api/v1/jobs/{job_id}": {
+            "get": {
+                "summary": "Show a job.",
+                "operationId": "getJob",
+                "parameters": [_JOB_ID],
+                "responses": {"200": _json(_ref("Job"), "The job."), **error_responses(404, 503)},
+            },
+            "delete": {
+                "summary": "Delete a job and its file.",
+                "operationId": "deleteJob",
+                "parameters": [_JOB_ID],
+                "responses": {"204": {"description": "Deleted."}, **error_responses(404, 503)},
             },
         },
-    },
-    "/api/v1/jobs/{job_id}/retry": {
-        "post": {
-            "summary": "Queue a failed or cancelled job again.",
-            "operationId": "retryJob",
-            "parameters": [_JOB_ID],
-            "responses": {
-                "202": _json(_ref("Job"), "Queued again."),
-                **error_responses(404, 409, 429, 503, 507),
+        "/api/v1/jobs/{job_id}/cancel": {
+            "post": {
+                "summary": "Cancel a queued or running job.",
+                "operationId": "cancelJob",
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "200": _json(_ref("Job"), "Cancelled."),
+                    **error_responses(404, 409, 503),
+                },
             },
         },
-    },
-    "/api/v1/jobs/{job_id}/events": {
-        "get": {
-            "summary": "Follow a job: server-sent events whose data is the Job JSON; the "
-                       "stream ends after the final state.",
-            "operationId": "jobEvents",
-            "parameters": [_JOB_ID],
-            "responses": {
-                "200": {"description": "An event stream.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                **error_responses(404, 503),
+        "/api/v1/jobs/{job_id}/retry": {
+            "post": {
+                "summary": "Queue a failed or cancelled job again.",
+                "operationId": "retryJob",
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "202": _json(_ref("Job"), "Queued again."),
+                    **error_responses(404, 409, 429, 503, 507),
+                },
             },
         },
-    },
-    "/api/v1/jobs/{job_id}/file": {
-        "get": {
-            "summary": "Download a finished job's file (Range supported).",
-            "operationId": "jobFile",
-            "parameters": [_JOB_ID],
-            "responses": {
-                "200": {"description": "The file, with Content-Disposition.",
-                        "content": {"application/octet-stream": {}}},
-                "206": {"description": "Part of the file."},
-                **error_responses(404, 409, 416, 503),
+        "/api/v1/jobs/{job_id}/events": {
+            "get": {
+                "summary": "Follow a job: server-sent events whose data is the Job JSON; the "
+                "stream ends after the final state.",
+                "operationId": "jobEvents",
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "200": {
+                        "description": "An event stream.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **error_responses(404, 503),
+                },
             },
         },
-    },
-})
+        "/api/v1/jobs/{job_id}/file": {
+            "get": {
+                "summary": "Download a finished job's file (Range supported).",
+                "operationId": "jobFile",
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "200": {
+                        "description": "The file, with Content-Disposition.",
+                        "content": {"application/octet-stream": {}},
+                    },
+                    "206": {"description": "Part of the file."},
+                    **error_responses(404, 409, 416, 503),
+                },
+            },
+        },
+    }
+)
 
 
 def spec() -> dict[str, Any]:

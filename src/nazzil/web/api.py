@@ -25,8 +25,14 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *,
-          required: bool = False, default: Any = None) -> Any:
+def field(
+    body: dict[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    *,
+    required: bool = False,
+    default: Any = None,
+) -> Any:
     """Return a typed field of a JSON body; the error names the field."""
     if name not in body or body[name] is None:
         if required:
@@ -35,8 +41,9 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *,
     value = body[name]
     # bool is an int in Python, never a number in an API.
     if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-        names = " or ".join(t.__name__.replace("str", "string").replace("float", "number")
-                            for t in _as_tuple(kind))
+        names = " or ".join(
+            t.__name__.replace("str", "string").replace("float", "number") for t in _as_tuple(kind)
+        )
         raise InvalidRequest(f"The field '{name}' must be a {names}.")
     return value
 

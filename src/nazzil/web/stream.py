@@ -6,7 +6,7 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
-from .. import extract, netguard, stream
+from .. import extract, netguard
 from ..errors import InvalidRequest
 from ..formats import choose
 
@@ -16,6 +16,8 @@ bp = Blueprint("stream", __name__)
 @bp.get("/api/v1/stream")
 def download() -> Response:
     """Stream a URL's media in the chosen format; nothing is kept on the server."""
+    from .. import stream  # the engine is only needed once a stream starts: cheap cold starts
+
     args = request.args
     url = args.get("url")
     if url is None:
