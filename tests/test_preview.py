@@ -114,6 +114,11 @@ def test_page_with_several_videos_is_a_playlist(client, pages) -> None:
     assert [e["formats"][0]["kind"] for e in info["entries"]] == [
         "video+audio", "video+audio", "audio",
     ]  # fmt: skip
+    # Each entry links to its own media file, so a job or a stream can ask for exactly it.
+    assert [e["url"].rsplit("/", 1)[1] for e in info["entries"]] == [
+        "sample.mp4", "moov_end.mp4", "audio.m4a",
+    ]  # fmt: skip
+    assert preview(client, info["entries"][2]["url"])["formats"][0]["kind"] == "audio"
 
 
 def test_playlist_limit(config, pages) -> None:

@@ -385,11 +385,31 @@ def to_media_info(info: dict[str, Any], *, single_html5: bool = False) -> dict[s
         "entries": None,
     }
     if is_playlist:
-        result["entries"] = [to_media_info(entry) for entry in (info.get("entries") or []) if entry]
+        result["entries"] = []
+        for entry in info.get("entries") or []:
+            if not entry:
+                continue
+            item = to_media_info(entry)
+            if item["url"] in (result["url"], page):
+                # Videos of one page share its link; a media file's own URL lets a job or a
+                # stream ask for exactly this one.
+                item["url"] = _own_link(entry) or item["url"]
+            result["entries"].append(item)
     else:
         formats = [f for f in (info.get("formats") or [info]) if _usable(f)]
         result["formats"] = [_format(f) for f in reversed(formats)]
     return result
+
+
+def _own_link(entry: dict[str, Any]) -> str | None:
+    """Return the URL of an entry that is one plain media file, else None."""
+    formats = [f for f in (entry.get("formats") or [entry]) if _usable(f)]
+    if len(formats) != 1 or formats[0].get("protocol") not in ("http", "https"):
+        return None
+    url = formats[0].get("url")
+    return (
+        url if isinstance(url, str) and url.split(":", 1)[0].lower() in ("http", "https") else None
+    )
 
 
 def _fill_durations(info: dict[str, Any], policy: netguard.Policy, timeout: float) -> None:
