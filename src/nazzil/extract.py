@@ -578,6 +578,20 @@ def _stream_format(fmt: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _one_video(info: dict[str, Any], *, first_of_many: bool) -> dict[str, Any]:
+    """Return the single video a download is about; refuse live streams and DRM."""
+    if info.get("_type") in ("playlist", "multi_video"):
+        entries = [entry for entry in info.get("entries") or [] if entry]
+        if not entries or (len(entries) > 1 and not first_of_many):
+            raise UnsupportedURL("The link holds several videos; choose one of them.")
+        info = entries[0]
+    if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming"):
+        raise UnsupportedURL("Live streams cannot be downloaded.")
+    if any(fmt.get("has_drm") for fmt in info.get("requested_formats") or [info]):
+        raise UnsupportedURL("That video is protected by DRM and cannot be downloaded.")
+    return info
+
+
 def resolve(
     url: str, selector: str, config: dict[str, Any], policy: netguard.Policy
 ) -> dict[str, Any]:
@@ -598,17 +612,9 @@ def resolve(
         raise classify(exc) from None
     if not info:
         raise UnsupportedURL()
-    if info.get("_type") in ("playlist", "multi_video"):
-        entries = [entry for entry in info.get("entries") or [] if entry]
-        if len(entries) != 1:
-            raise UnsupportedURL("The link holds several videos; stream them one at a time.")
-        info = entries[0]
-    if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming"):
-        raise UnsupportedURL("Live streams cannot be downloaded.")
+    info = _one_video(info, first_of_many=False)
     _check_direct(info, policy, float(config.get("NAZZIL_FETCH_TIMEOUT") or 15))
     chosen = info.get("requested_formats") or [info]
-    if any(fmt.get("has_drm") for fmt in chosen):
-        raise UnsupportedURL("That video is protected by DRM and cannot be downloaded.")
     duration = info.get("duration")
     single_html5 = str(info.get("extractor") or "").startswith("html5")
     return {
@@ -704,15 +710,7 @@ def download(
             info = ydl.extract_info(url, download=False)
             if not info:
                 raise UnsupportedURL()
-            if info.get("_type") in ("playlist", "multi_video"):
-                entries = [entry for entry in info.get("entries") or [] if entry]
-                if not entries:
-                    raise UnsupportedURL()
-                info = entries[0]
-            if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming"):
-                raise UnsupportedURL("Live streams cannot be downloaded.")
-            if any(f.get("has_drm") for f in info.get("requested_formats") or [info]):
-                raise UnsupportedURL("That video is protected by DRM and cannot be downloaded.")
+            info = _one_video(info, first_of_many=True)
             _check_direct(info, policy, timeout)
             if not info.get("duration") and config.get("NAZZIL_MAX_DURATION"):
                 _fill_durations(info, policy, timeout)
