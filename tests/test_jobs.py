@@ -649,3 +649,30 @@ def test_s3_storage_keeps_serves_and_deletes_files(
             assert _leftovers(jobs.data_dir) == []
         finally:
             _stop(jobs)
+
+
+def test_a_claimed_job_fails_when_its_storage_is_unusable(
+    tmp_path: Path, config, monkeypatch
+) -> None:
+    """A job whose worker cannot make its work directory ends failed, never stuck running."""
+    from nazzil import db, jobs, queue, storage
+    from nazzil.app import create_app
+    from nazzil.errors import JobsDisabled
+    from nazzil.formats import choose
+
+    app = create_app({**config, "DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}"})
+
+    def unusable(app):  # noqa: ANN001, ANN202
+        raise JobsDisabled("Jobs need a writable data directory.")
+
+    with app.app_context():
+        db.ensure_schema(app)
+        job = jobs.create(
+            app, device="device-1", url="http://127.0.0.1:9/x.mp4", choice=choose(),
+            start=None, end=None,
+        )  # fmt: skip
+        monkeypatch.setattr(storage, "work_root", unusable)
+        queue.run_job(app, job.id)
+        done = jobs.get(app, job.id, "device-1")
+    assert done.status == "failed"
+    assert jobs.to_json(done)["error"]["code"] == "jobs_disabled"

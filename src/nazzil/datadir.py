@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 import tempfile
+import threading
 from pathlib import Path
 
 from flask import Flask
@@ -26,25 +27,34 @@ def _candidates(app: Flask) -> list[Path]:
     return [base / "nazzil", Path(tempfile.gettempdir()) / f"nazzil-{os.getuid()}"]
 
 
+_lock = threading.RLock()  # secret_key() asks data_dir() while holding it
+
+
 def data_dir(app: Flask) -> Path | None:
     """Return a writable data directory, creating it on first use; None if there is none."""
     cache = app.extensions.setdefault("nazzil", {})
     if "data_dir" in cache:
         return cache["data_dir"]
+    with _lock:  # workers and requests may all ask first at once
+        if "data_dir" not in cache:
+            cache["data_dir"] = _find_data_dir(app)
+    return cache["data_dir"]
+
+
+def _find_data_dir(app: Flask) -> Path | None:
     found: Path | None = None
     for path in _candidates(app):
         try:
             path.mkdir(parents=True, exist_ok=True)
-            probe = path / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            # A unique probe name: another process may be testing the same directory.
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+                pass
             found = path
             break
         except OSError as exc:
             log.warning("data directory %s is not usable: %s", path, exc)
     if found is None:
         log.warning("no writable data directory: previews and streams still work, jobs do not")
-    cache["data_dir"] = found
     return found
 
 
@@ -53,19 +63,23 @@ def secret_key(app: Flask) -> bytes:
     cache = app.extensions.setdefault("nazzil", {})
     if "secret_key" in cache:
         return cache["secret_key"]
-    key: bytes | None = None
+    with _lock:
+        if "secret_key" not in cache:
+            cache["secret_key"] = _find_secret_key(app)
+    return cache["secret_key"]
+
+
+def _find_secret_key(app: Flask) -> bytes:
     configured = app.config.get("NAZZIL_SECRET_KEY")
     if configured:
-        key = configured.encode() if isinstance(configured, str) else bytes(configured)
-    elif settings.mode(app.config) != "serverless":
-        key = _stored_key(app)
+        return configured.encode() if isinstance(configured, str) else bytes(configured)
+    key = _stored_key(app) if settings.mode(app.config) != "serverless" else None
     if key is None:
         log.warning(
             "NAZZIL_SECRET_KEY is not set and cannot be stored: using a per-process key, "
             "so device cookies (and the jobs they own) are lost on restart"
         )
         key = secrets.token_bytes(32)
-    cache["secret_key"] = key
     return key
 
 
@@ -75,15 +89,20 @@ def _stored_key(app: Flask) -> bytes | None:
         return None
     path = root / "secret_key"
     try:
-        if path.exists():
-            key = path.read_bytes().strip()
-            if len(key) >= 32:
-                return key
-        key = secrets.token_hex(32).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-        return key
+        if not path.exists():
+            # Written aside and linked into place: link() fails if another process (a worker
+            # starting at the same moment) got there first, and then its key is the one.
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".secret-", delete=False) as fh:
+                fh.write(secrets.token_hex(32).encode())
+            os.chmod(fh.name, 0o600)
+            try:
+                os.link(fh.name, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(fh.name)
+        key = path.read_bytes().strip()
+        return key if len(key) >= 32 else None
     except OSError as exc:
         log.warning("cannot keep the secret key in %s: %s", path, exc)
         return None

@@ -134,13 +134,15 @@ def run_job(app: Flask, job_id: str) -> None:
         tracker = Tracker(app, job_id, lease)
         if runner is not None:
             runner.track(tracker)
-        work = storage.work_root(app) / f"{job_id}.{lease}"
-        # Partial files of an earlier run of this job whose worker died here are useless now.
-        for earlier in work.parent.glob(f"{job_id}.*"):
-            download.clear_dir(earlier)
+        work = None
         started = time.monotonic()
         log.info("job %s: attempt %d, format %s", job_id, job.attempts, job.format)
+        # Everything after the claim is inside the try: a claimed job must reach a final state.
         try:
+            work = storage.work_root(app) / f"{job_id}.{lease}"
+            # Partial files of an earlier run of this job whose worker died here are useless.
+            for earlier in work.parent.glob(f"{job_id}.*"):
+                download.clear_dir(earlier)
             result = download.fetch(
                 job.url,
                 job.choice(),
@@ -191,7 +193,8 @@ def run_job(app: Flask, job_id: str) -> None:
         finally:
             if runner is not None:
                 runner.untrack(tracker)
-            download.clear_dir(work)
+            if work is not None:
+                download.clear_dir(work)
 
 
 # ---------------------------------------------------------------------------- housekeeping
