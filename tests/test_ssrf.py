@@ -19,7 +19,7 @@ import pytest
 from tests import conftest
 from tests.mediaserver import MediaServer, jsonld_page, og_page, video_page
 
-from nazzil import extract
+from nazzil import extract, netguard
 from nazzil.errors import BlockedAddress, NazzilError
 
 HLS = "application/vnd.apple.mpegurl"
@@ -324,7 +324,7 @@ def guarded_download(url: str, app: Any, tmp_path: Any, **extra: Any) -> None:
         format="best",
         **extra,
     )
-    ydl = extract.new_ydl(params, extract.policy_for(app))
+    ydl = extract.new_ydl(params, netguard.policy_for(app))
     try:
         with ydl:
             ydl.extract_info(url, download=True)
@@ -391,7 +391,7 @@ def test_subprocess_downloaders_refuse_to_run(downloader) -> None:
 
 
 def test_guarded_handler_has_no_ftp_file_or_data_handlers(app) -> None:
-    ydl = extract.new_ydl(extract.base_params(app.config), extract.policy_for(app))
+    ydl = extract.new_ydl(extract.base_params(app.config), netguard.policy_for(app))
     with ydl:
         handlers = list(ydl._request_director.handlers.values())
         assert [h.RH_NAME for h in handlers] == ["nazzil"]
@@ -466,7 +466,7 @@ def test_control_stock_yt_dlp_follows_redirects_to_ftp(media_server, listener) -
 
 def test_guarded_yt_dlp_refuses_redirects_to_ftp(app, media_server, listener) -> None:
     url = media_server.add_redirect("/ssrf/r-ftp-guarded", f"ftp://127.0.0.1:{listener.port}/")
-    ydl = extract.new_ydl(extract.base_params(app.config), extract.policy_for(app))
+    ydl = extract.new_ydl(extract.base_params(app.config), netguard.policy_for(app))
     with ydl, pytest.raises(Exception) as caught:  # noqa: PT011 - classified below
         ydl.urlopen(url)
     assert extract.classify(caught.value).code == "blocked_address"
@@ -620,7 +620,7 @@ def test_yt_dlp_runs_without_plugins(app) -> None:
 
     extract.yt_dlp_module()
     assert os.environ.get("YTDLP_NO_PLUGINS") == "1"
-    ydl = extract.new_ydl(extract.base_params(app.config), extract.policy_for(app))
+    ydl = extract.new_ydl(extract.base_params(app.config), netguard.policy_for(app))
     with ydl:
         modules = {getattr(ie, "__module__", "") for ie in ydl._ies.values()}
     assert not [m for m in modules if not m.startswith("yt_dlp.")]

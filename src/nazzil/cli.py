@@ -149,7 +149,7 @@ def download(
     from pathlib import Path
 
     from . import download as dl
-    from . import extract, netguard
+    from . import netguard
     from .errors import NazzilError
     from .formats import choose
     from .storage import LocalStorage
@@ -166,14 +166,14 @@ def download(
         try:
             choice = choose(fmt, audio_format)
             url = netguard.precheck(
-                url, extract.policy_for(app), int(app.config["NAZZIL_MAX_URL_LENGTH"])
+                url, netguard.policy_for(app), int(app.config["NAZZIL_MAX_URL_LENGTH"])
             )
             result = dl.fetch(
                 url,
                 choice,
                 work,
                 config=app.config,
-                policy=extract.policy_for(app),
+                policy=netguard.policy_for(app),
                 start=start,
                 end=end,
                 report=report if sys.stderr.isatty() else None,

@@ -254,14 +254,6 @@ def new_ydl(params: dict[str, Any], policy: netguard.Policy) -> Any:
     return ydl
 
 
-def policy_for(app: Flask) -> netguard.Policy:
-    """Return the app's address policy, built once from TRUSTED_HOSTS."""
-    cache = app.extensions.setdefault("nazzil", {})
-    if "policy" not in cache:
-        cache["policy"] = netguard.Policy.from_trusted(app.config["NAZZIL_TRUSTED_HOSTS"])
-    return cache["policy"]
-
-
 def classify(exc: BaseException) -> NazzilError:
     """Turn a yt-dlp (or network) failure into the right coded error."""
     yt_dlp = yt_dlp_module()
@@ -525,7 +517,7 @@ def get_info(url: str, app: Flask | None = None) -> dict[str, Any]:
     """Validate, guard and probe a user's URL, answering repeats from a short-lived cache."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     config = app.config
-    policy = policy_for(app)
+    policy = netguard.policy_for(app)
     url = netguard.precheck(url, policy, int(config["NAZZIL_MAX_URL_LENGTH"]))
     cache = app.extensions["nazzil"].get("preview_cache")
     if cache is None:

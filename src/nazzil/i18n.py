@@ -1,5 +1,9 @@
 """Languages of the page: Flask-Babel setup, the locale choice and its cookie, friendly errors.
 
+Flask-Babel (and Babel's locale data) is loaded when the first request arrives, not when the
+app is created: it costs about a tenth of a serverless cold start, and a health check or a
+static file never needs it.
+
 Catalogs live in translations/ (the compiled .mo files are committed, so an installed package
 needs no compile step); docs/translations.md has the pybabel commands. Numbers (durations,
 sizes, percentages) use Western digits in every language: they match what people type into
@@ -8,12 +12,33 @@ the trim fields and what sites show next to their players.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Flask, Response, g, request
-from flask_babel import Babel, get_locale, lazy_gettext
-from flask_babel import gettext as _
+from flask import Flask, Response, current_app, g, request
+
+
+def gettext(message: str, **variables: Any) -> str:
+    """Translate a message into the request's language (Flask-Babel, imported on first use)."""
+    _install_babel()
+    from flask_babel import gettext as translate
+
+    return translate(message, **variables)
+
+
+_ = gettext
+
+
+class lazy_gettext:  # noqa: N801 - named like Flask-Babel's, the keyword pybabel extracts
+    """A message translated when it is shown, in the language of that request."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __str__(self) -> str:
+        return gettext(self.message)
+
 
 LANGUAGES: dict[str, str] = {"en": "English", "ar": "العربية"}
 RTL = frozenset({"ar"})
@@ -84,6 +109,9 @@ def select_locale() -> str:
 
 def current_language() -> str:
     """Return the language code of this request ("en" or "ar")."""
+    _install_babel()
+    from flask_babel import get_locale
+
     locale = get_locale()
     return locale.language if locale is not None else "en"
 
@@ -158,8 +186,24 @@ def _template_context() -> dict[str, Any]:
     }
 
 
+_install_lock = threading.Lock()
+
+
+def _install_babel() -> None:
+    """Install Flask-Babel on the first request (it only configures the app and Jinja)."""
+    app = current_app
+    if "babel" in app.extensions:
+        return
+    with _install_lock:
+        if "babel" not in app.extensions:
+            from flask_babel import Babel
+
+            Babel(app, locale_selector=select_locale)
+
+
 def init_app(app: Flask) -> None:
     """Install Flask-Babel with nazzil's locale choice, the language cookie and template helpers."""
-    Babel(app, locale_selector=select_locale)
+    # Registered before every other before_request hook: error pages need the translations.
+    app.before_request(_install_babel)
     app.after_request(_remember_choice)
     app.context_processor(_template_context)

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote, urljoin, urlsplit
 
+from flask import Flask
+
 from .errors import BlockedAddress, InvalidURL, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
@@ -411,3 +413,11 @@ def fetch(
         resp.url = url  # type: ignore[attr-defined]
         return resp
     raise UpstreamError("The site redirected too many times.")
+
+
+def policy_for(app: Flask) -> Policy:
+    """Return the app's address policy, built once from TRUSTED_HOSTS."""
+    cache = app.extensions.setdefault("nazzil", {})
+    if "policy" not in cache:
+        cache["policy"] = Policy.from_trusted(app.config["NAZZIL_TRUSTED_HOSTS"])
+    return cache["policy"]

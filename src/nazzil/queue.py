@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, g
 
-from . import db, download, extract, jobs, storage
+from . import db, download, jobs, netguard, storage
 from .datadir import data_dir
 from .errors import JobsDisabled, NazzilError
 
@@ -148,7 +148,7 @@ def run_job(app: Flask, job_id: str) -> None:
                 job.choice(),
                 work,
                 config=app.config,
-                policy=extract.policy_for(app),
+                policy=netguard.policy_for(app),
                 start=job.clip_start,
                 end=job.clip_end,
                 cancel=tracker.cancel,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import access, extract, headers, limits
+from . import access, headers, limits, netguard
 
 
 def init_app(app: Flask) -> None:
     """Install every protection; no I/O (the rate-limit store connects on first use)."""
     # Parse TRUSTED_HOSTS now, so a typo stops the start instead of failing every request.
-    extract.policy_for(app)
+    netguard.policy_for(app)
     hops = int(app.config.get("NAZZIL_PROXY_HOPS") or 0)
     if hops > 0:
         # Trust exactly `hops` proxies' X-Forwarded-For/-Proto; a client cannot forge more.

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .. import __version__, extract
+from .. import __version__
 from ..errors import InvalidRequest, Unavailable
 
 bp = Blueprint("api", __name__)
@@ -82,6 +82,8 @@ def info() -> Response:
             raise InvalidRequest("The query parameter 'url' is required.")
     else:
         url = field(json_body(), "url", str, required=True)
+    from .. import extract  # loaded with the first preview: cheap cold starts
+
     return jsonify(extract.get_info(url))
 
 

@@ -76,7 +76,7 @@ def _job(job: Any, status: int = 200) -> tuple[Response, int]:
 @bp.post("")
 def create() -> tuple[Response, int, dict[str, str]]:
     """Queue a download of a URL in a format, optionally cut to a section."""
-    from .. import extract, jobs, netguard, queue
+    from .. import jobs, netguard, queue
     from ..formats import choose
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -88,7 +88,7 @@ def create() -> tuple[Response, int, dict[str, str]]:
         raise InvalidRequest("The field 'end' must be greater than 'start'.")
     if start == 0:
         start = None
-    url = netguard.precheck(url, extract.policy_for(app), int(app.config["NAZZIL_MAX_URL_LENGTH"]))
+    url = netguard.precheck(url, netguard.policy_for(app), int(app.config["NAZZIL_MAX_URL_LENGTH"]))
     _check_disk(app)
     job = jobs.create(app, device=get_device_id(), url=url, choice=choice, start=start, end=end)
     try:

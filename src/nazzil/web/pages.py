@@ -6,10 +6,10 @@ import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request, send_from_directory
-from flask_babel import gettext as _
 
-from .. import extract, i18n
+from .. import i18n
 from ..errors import InvalidURL, NazzilError
+from ..i18n import gettext as _
 
 bp = Blueprint("pages", __name__)
 
@@ -109,6 +109,8 @@ def _preview(url: str) -> tuple[dict[str, Any] | None, NazzilError | None]:
     if not url:
         return None, None
     try:
+        from .. import extract  # loaded with the first preview: cheap cold starts
+
         return extract.get_info(url), None
     except NazzilError as exc:
         return None, exc

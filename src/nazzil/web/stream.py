@@ -6,7 +6,7 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
-from .. import extract, netguard
+from .. import netguard
 from ..errors import InvalidRequest
 from ..formats import choose
 
@@ -16,7 +16,8 @@ bp = Blueprint("stream", __name__)
 @bp.get("/api/v1/stream")
 def download() -> Response:
     """Stream a URL's media in the chosen format; nothing is kept on the server."""
-    from .. import stream  # the engine is only needed once a stream starts: cheap cold starts
+    # The engines are only needed once a stream starts: cheap cold starts.
+    from .. import extract, stream
 
     args = request.args
     url = args.get("url")
@@ -25,7 +26,7 @@ def download() -> Response:
     choice = choose(args.get("format") or "best", args.get("audio_format") or None)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     config = app.config
-    policy = extract.policy_for(app)
+    policy = netguard.policy_for(app)
     url = netguard.precheck(url, policy, int(config["NAZZIL_MAX_URL_LENGTH"]))
     started = time.perf_counter()
     info = extract.resolve(url, choice.selector, config, policy)
