@@ -140,6 +140,18 @@ def pages(media_server: MediaServer) -> dict[str, str]:
         ),
         "slow": s.add_page("/browser/slow.html", video_page("/slow/sample.mp4", "A slow one")),
         "none": s.add_page("/browser/none.html", no_video_page("Just words")),
+        "mixed": s.add_page(
+            "/browser/mixed.html",
+            video_page("/sample.mp4", "رحلة إلى Paris مع Anna في الصيف، الجزء الأول من السلسلة"),
+        ),
+        # Two videos; the second offers two files, so it has no single link of its own.
+        "two_sources": s.add_page(
+            "/browser/two-sources.html",
+            "<!doctype html><html><head><title>Sources</title></head><body>"
+            '<video><source src="/sample.mp4" type="video/mp4"></video>'
+            '<video><source src="/moov_end.mp4" type="video/mp4">'
+            '<source src="/video_only.mp4" type="video/mp4"></video></body></html>',
+        ),
         "feed": s.add_page(
             "/browser/feed.xml",
             rss_feed(
@@ -463,6 +475,58 @@ def test_streamed_download_when_serverless(browser, media_server, pages, tmp_pat
         media = ffprobe_like(target)
         assert media["audio"] and not media["video"], media
         assert decode_ok(target)
+        context.close()
+    finally:
+        server.stop()
+
+
+def test_phone_many_videos_layout_and_titles_in_their_direction(open_page, jobs, pages) -> None:
+    page = open_page("/?url=" + urllib.request.quote(pages["two_sources"], safe=""), viewport=PHONE)
+    first, second = page.locator("article.preview").nth(0), page.locator("article.preview").nth(1)
+    note = second.locator(".note")
+    expect(note).to_contain_text("no link of its own")
+    # Note and progress sit below thumbnail and title, across the card, not squeezed beside them.
+    assert note.bounding_box()["width"] > second.bounding_box()["width"] * 0.8
+    first.get_by_role("button", name="Download").click()
+    wait_finished(first)
+    assert first.locator(".job").bounding_box()["width"] > first.bounding_box()["width"] * 0.8
+    # The history names the job as the entry the person chose, not after its media file.
+    expect(page.locator("#history .job-title bdi")).to_have_text("Sources (1)")
+    shot(page, "phone-en-note")
+    # A long Arabic title on the English page is a right-aligned right-to-left paragraph.
+    page.goto(page.url.split("?")[0] + "?url=" + urllib.request.quote(pages["mixed"], safe=""))
+    title = page.locator("article.preview .title bdi")
+    box, meta = title.bounding_box(), page.locator("article.preview .meta").bounding_box()
+    assert box["height"] > 40, "the title wraps on a phone"
+    assert abs(box["x"] + box["width"] - (meta["x"] + meta["width"])) < 2, (box, meta)
+    direction = page.evaluate("getComputedStyle(document.querySelector('.title bdi')).direction")
+    assert direction == "rtl"
+    no_sideways_scroll(page)
+    shot(page, "phone-en-arabic-title")
+    assert not page.js_errors
+
+
+def test_private_instance_login_then_download(browser, media_server, pages, tmp_path) -> None:  # noqa: ANN001
+    # The page's Referrer-Policy: no-referrer makes Chromium send "Origin: null" with the
+    # login form and with app.js's POSTs; they must still count as same-origin.
+    server = Live(tmp_path, media_server, NAZZIL_ACCESS_TOKENS="browser-token")
+    try:
+        context = browser.new_context(viewport=PHONE, locale="en-US", accept_downloads=True)
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        page.goto(server.base + "/?url=" + urllib.request.quote(pages["mp4"], safe=""))
+        expect(page.locator("h1")).to_have_text("Access token")
+        page.get_by_label("Access token").fill("wrong")
+        page.get_by_role("button", name="Continue").click()
+        expect(page.locator(".error")).to_have_text("That access token is not valid.")
+        page.get_by_label("Access token").fill("browser-token")
+        page.get_by_role("button", name="Continue").click()
+        card = page.locator("article.preview")
+        expect(card.locator(".title")).to_have_text("نزهة في الحديقة")
+        card.get_by_role("button", name="Download").click()  # a POST from app.js
+        wait_finished(card)
+        saved = save_file(page, card, tmp_path)
+        assert ffprobe_like(saved)["video"]
         context.close()
     finally:
         server.stop()

@@ -76,6 +76,14 @@ def urls(media_server) -> dict[str, str]:
         "multi": s.add_page(
             "/pages/multi.html", multi_video_page(["/sample.mp4", "/hls/master.m3u8"], "Both")
         ),
+        # The second video offers two files: no single link of its own.
+        "two_sources": s.add_page(
+            "/pages/two-sources.html",
+            "<!doctype html><html><head><title>Sources</title></head><body>"
+            '<video><source src="/sample.mp4" type="video/mp4"></video>'
+            '<video><source src="/moov_end.mp4" type="video/mp4">'
+            '<source src="/video_only.mp4" type="video/mp4"></video></body></html>',
+        ),
         "feed": s.add_page(
             "/pages/feed.xml",
             rss_feed("A feed", [("One", s.url("/pages/hls.html")), ("Two", s.url("/sample.mp4"))]),
@@ -198,8 +206,18 @@ def test_playlist_shows_each_entry_with_its_own_controls(client, urls, media_ser
     assert len(ids) == len(set(ids)), "each entry's controls have their own ids"
 
 
-def test_videos_sharing_the_page_link_offer_only_the_first(client, urls) -> None:
+def test_every_video_of_a_page_can_be_downloaded(client, urls, media_server) -> None:
+    # A plain file and an HLS master playlist each get a link of their own.
     html = client.get("/", query_string={"url": urls["multi"]}).get_data(as_text=True)
+    doc = parse(html)
+    assert len(doc.find("article", class_="card preview")) == 2
+    links = [a["value"] for a in doc.find("input", type="hidden", name="url")]
+    assert links == [media_server.url("/sample.mp4"), media_server.url("/hls/master.m3u8")]
+    assert "no link of its own" not in html
+
+
+def test_videos_sharing_the_page_link_offer_only_the_first(client, urls) -> None:
+    html = client.get("/", query_string={"url": urls["two_sources"]}).get_data(as_text=True)
     doc = parse(html)
     assert len(doc.find("article", class_="card preview")) == 2
     assert len(doc.find("form", class_="dl")) == 1

@@ -150,8 +150,11 @@ def _require_token() -> Response | None:
 def same_origin() -> bool:
     """Tell whether a browser request comes from nazzil's own pages (no Origin: not a browser)."""
     origin = request.headers.get("Origin")
-    if origin is None:
-        return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    # Under nazzil's own "Referrer-Policy: no-referrer" a browser sends "Origin: null" with the
+    # page's POSTs; its Sec-Fetch-Site (which no page can forge) still tells where they come from.
+    if origin is None or (origin == "null" and fetch_site):
+        return (fetch_site or "same-origin") in ("same-origin", "none")
     parts = urlsplit(origin)
     return parts.scheme == request.scheme and parts.netloc.lower() == request.host.lower()
 

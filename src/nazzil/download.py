@@ -209,9 +209,9 @@ def trim(
         "-loglevel",
         "error",
         "-y",
-        # Only the local file: a crafted input must not make ffmpeg open connections.
-        "-protocol_whitelist",
-        "file",
+        # Only the local file, read as plain media: a crafted input must not make ffmpeg
+        # open connections, nor read other local files as a manifest (HLS, DASH) would.
+        *netguard.FFMPEG_FILE_INPUT,
     ]
     if start:
         cmd += ["-ss", f"{start:.3f}"]
@@ -282,6 +282,10 @@ def fetch(
         raise TooLarge(
             f"The result is larger than this server allows ({limits.max_size / 2**20:.0f} MB)."
         )
+    duration = facts.get("duration")
+    if end is not None and duration and end >= duration:
+        # The section runs to the end: cut only the start (or nothing; no needless re-encode).
+        end = None
     if start is not None or end is not None:
         path = trim(path, start, end, ffmpeg, cancel)
         size = path.stat().st_size

@@ -10,6 +10,7 @@ import re
 import socket
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -66,6 +67,80 @@ def _disable_unguarded_downloaders() -> None:
     # so refusing in dl() is not enough: the subprocess downloaders themselves must refuse.
     for cls in (external.ExternalFD, rtmp.RtmpFD, websocket.FFmpegSinkFD):
         cls.real_download = _refuse_unguarded
+    # A few extractors run PhantomJS, a browser that loads pages with its own sockets.
+    from yt_dlp.extractor import openload
+
+    # Refused in __new__: an object whose __init__ failed would still run its __del__.
+    openload.PhantomJSwrapper.__new__ = staticmethod(_refuse_unguarded)
+
+
+def _guard_ffmpeg_args(args: Any) -> Any:
+    """Put netguard's file-input options before every input of an ffmpeg/ffprobe command."""
+    if not isinstance(args, (list, tuple)) or not args:
+        return args
+    exe = os.path.basename(str(args[0])).lower()
+    guard = list(netguard.FFMPEG_FILE_INPUT)
+    if "ffprobe" in exe:
+        return [args[0], *guard, *args[1:]]
+    out = [args[0]]
+    for arg in args[1:]:
+        if arg == "-i":
+            out += guard
+        out.append(arg)
+    return out
+
+
+def _guard_ffmpeg_runs() -> None:
+    """Make yt-dlp's postprocessors (merge, audio, fixups) run ffmpeg on plain media only."""
+    from yt_dlp.postprocessor import ffmpeg as pp_ffmpeg
+
+    base = pp_ffmpeg.Popen
+    if getattr(base, "nazzil_guarded", False):
+        return
+
+    class GuardedPopen(base):  # type: ignore[misc, valid-type]
+        """yt-dlp's Popen with the inputs of ffmpeg limited to local, plain media files."""
+
+        nazzil_guarded = True
+
+        def __init__(self, args: Any, *remaining: Any, **kwargs: Any) -> None:
+            super().__init__(_guard_ffmpeg_args(args), *remaining, **kwargs)
+
+    pp_ffmpeg.Popen = GuardedPopen
+
+
+# Largest body yt-dlp may read whole (a page, a manifest, a playlist, decompressed or not);
+# media is read in blocks and is not affected.
+MAX_WHOLE_READ = 32 * 1024 * 1024
+
+
+def _too_large() -> UpstreamError:
+    return UpstreamError("The site sent a page or playlist that is too large.")
+
+
+def _bound_whole_reads(resp: Any, limit: int = MAX_WHOLE_READ) -> None:
+    """Make resp.read() without a size stop at limit bytes instead of reading forever."""
+    read = resp.read
+
+    def bounded(amt: int | None = None) -> bytes:
+        if amt is not None and amt >= 0:
+            return read(amt)
+        data = read(limit + 1)
+        if len(data) > limit:
+            raise _too_large()
+        return data
+
+    resp.read = bounded
+
+
+def _inflate(data: bytes, wbits: int, limit: int = MAX_WHOLE_READ) -> bytes:
+    """Decompress zlib/gzip data, refusing output over limit bytes (a compression bomb)."""
+    if not data:
+        return data
+    out = zlib.decompressobj(wbits).decompress(data, limit + 1)
+    if len(out) > limit:
+        raise _too_large()
+    return out
 
 
 def _build_guarded_class(yt_dlp: Any) -> Any:
@@ -76,6 +151,7 @@ def _build_guarded_class(yt_dlp: Any) -> Any:
     from yt_dlp.networking import _urllib
 
     _disable_unguarded_downloaders()
+    _guard_ffmpeg_runs()
     native_downloaders = (HttpFD, HlsFD, DashSegmentsFD)
 
     class GuardedHTTPHandler(_urllib.HTTPHandler):
@@ -92,6 +168,25 @@ def _build_guarded_class(yt_dlp: Any) -> Any:
                 return conn
 
             return make
+
+        def http_response(self, req: Any, resp: Any) -> Any:
+            # Pages, manifests and playlists are read whole into memory: bound that, and the
+            # decompression below, so an endless body or a gzip bomb cannot exhaust it.
+            _bound_whole_reads(resp)
+            return super().http_response(req, resp)
+
+        https_response = http_response
+
+        @staticmethod
+        def gz(data: bytes) -> bytes:
+            return _inflate(data, zlib.MAX_WBITS | 16)
+
+        @staticmethod
+        def deflate(data: bytes) -> bytes:
+            try:
+                return _inflate(data, -zlib.MAX_WBITS)
+            except zlib.error:
+                return _inflate(data, zlib.MAX_WBITS)
 
         def http_open(self, req: Any) -> Any:
             req.headers.pop("Ytdl-socks-proxy", None)  # proxies would bypass the guard
@@ -161,6 +256,11 @@ def _build_guarded_class(yt_dlp: Any) -> Any:
         nazzil_policy: netguard.Policy = netguard.Policy()
 
         @functools.cached_property
+        def _nazzil_verdicts(self) -> dict[tuple[str, int], bool]:
+            # Shared by every video of one extraction, so a playlist shares one lookup budget.
+            return {}
+
+        @functools.cached_property
         def _request_director(self) -> Any:
             director = self.build_request_director([GuardedRH])
             for handler in director.handlers.values():
@@ -169,7 +269,7 @@ def _build_guarded_class(yt_dlp: Any) -> Any:
 
         def process_video_result(self, info_dict: dict, download: bool = True) -> Any:
             """Drop formats the guard would refuse before any is chosen or fetched."""
-            _drop_blocked_formats(info_dict, self.nazzil_policy)
+            _drop_blocked_formats(info_dict, self.nazzil_policy, self._nazzil_verdicts)
             return super().process_video_result(info_dict, download=download)
 
         def dl(self, name: str, info: dict, subtitle: bool = False, test: bool = False) -> Any:
@@ -290,6 +390,8 @@ def classify(exc: BaseException) -> NazzilError:
         if isinstance(item, (TimeoutError, socket.timeout)):
             return UpstreamTimeout()
         if isinstance(item, net_exc.HTTPError):
+            if 300 <= item.status < 400:  # urllib gives up on a long chain with the last 3xx
+                return UpstreamError("The site redirected too many times.")
             return UpstreamError(f"The site answered HTTP {item.status}.")
         if isinstance(item, yt_dlp.utils.UnsupportedError):
             return UnsupportedURL()
@@ -394,11 +496,14 @@ def to_media_info(info: dict[str, Any], *, single_html5: bool = False) -> dict[s
 
 
 def _own_link(entry: dict[str, Any]) -> str | None:
-    """Return the URL of an entry that is one plain media file, else None."""
+    """Return the URL of an entry that is one media file or one HLS/DASH manifest, else None."""
     formats = [f for f in (entry.get("formats") or [entry]) if _usable(f)]
-    if len(formats) != 1 or formats[0].get("protocol") not in ("http", "https"):
-        return None
-    url = formats[0].get("url")
+    if len(formats) == 1 and formats[0].get("protocol") in ("http", "https"):
+        url = formats[0].get("url")
+    else:
+        # All qualities of one HLS master playlist or DASH manifest: the manifest opens alone.
+        manifests = {f.get("manifest_url") for f in formats}
+        url = manifests.pop() if len(manifests) == 1 else None
     return (
         url if isinstance(url, str) and url.split(":", 1)[0].lower() in ("http", "https") else None
     )
@@ -416,9 +521,19 @@ def _fill_durations(info: dict[str, Any], policy: netguard.Policy, timeout: floa
             video["duration"] = mediaprobe.duration_of(formats[-1], policy, timeout)
 
 
-def _drop_blocked_formats(video: dict[str, Any], policy: netguard.Policy) -> None:
+# Distinct host names looked up in DNS to sort formats, per extraction. A manifest naming
+# hundreds of hosts would otherwise turn one preview into hundreds of (slow, attacker-seen)
+# DNS queries; hosts past the budget are left to the connect-time check, which still holds.
+FORMAT_LOOKUP_BUDGET = 8
+
+
+def _drop_blocked_formats(
+    video: dict[str, Any],
+    policy: netguard.Policy,
+    verdicts: dict[tuple[str, int], bool] | None = None,
+) -> None:
     """Drop a video's formats that lead where nazzil may not go; refuse when none is left."""
-    verdicts: dict[tuple[str, int], bool] = {}
+    verdicts = {} if verdicts is None else verdicts
 
     def allowed(url: Any) -> bool:
         if url is None:
@@ -430,6 +545,8 @@ def _drop_blocked_formats(video: dict[str, Any], policy: netguard.Policy) -> Non
         except ValueError:
             return False
         if key not in verdicts:
+            if len(verdicts) >= FORMAT_LOOKUP_BUDGET and not netguard.is_literal(key[0]):
+                return True  # no more DNS for sorting; the connection is still checked
             try:
                 policy.check_host(*key)
                 verdicts[key] = True
@@ -605,7 +722,11 @@ def resolve(
     if not info:
         raise UnsupportedURL()
     info = _one_video(info, first_of_many=False)
-    _check_direct(info, policy, float(config.get("NAZZIL_FETCH_TIMEOUT") or 15))
+    timeout = float(config.get("NAZZIL_FETCH_TIMEOUT") or 15)
+    _check_direct(info, policy, timeout)
+    if not info.get("duration") and config.get("NAZZIL_MAX_DURATION"):
+        # Direct files and html5 pages carry no duration: read it, or the limit is skipped.
+        _fill_durations(info, policy, timeout)
     chosen = info.get("requested_formats") or [info]
     duration = info.get("duration")
     single_html5 = str(info.get("extractor") or "").startswith("html5")

@@ -40,7 +40,9 @@ def choose(
     m = _HEIGHT.fullmatch(fmt)
     if m:
         h = int(m.group(1))
-        return Choice(fmt, f"bv*[height<={h}]+ba/b[height<={h}]")
+        # Last, a file whose height nobody announced (a plain <video>, a direct link): it may
+        # be that height; refusing it made every "<height>p" fail on such links.
+        return Choice(fmt, f"bv*[height<={h}]+ba/b[height<={h}]/b[height<=?{h}]")
     if not _FORMAT_ID.fullmatch(fmt):
         raise InvalidRequest(
             "The field 'format' must be best, audio, a height such as 720p, or a format_id."

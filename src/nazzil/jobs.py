@@ -24,6 +24,8 @@ QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = (
 ACTIVE = (QUEUED, RUNNING)
 FINAL = (FINISHED, FAILED, CANCELLED)
 LIST_LIMIT = 200
+# First key of the two-key advisory locks taken per device (PostgreSQL); any fixed number.
+_CAP_LOCK_SPACE = 0x6E7A
 
 
 class Job(db.Base):
@@ -131,6 +133,12 @@ def create(
     cap = int(app.config["NAZZIL_MAX_QUEUED_PER_DEVICE"] or 0)
     now = db.utcnow()
     with db.session(app) as s:
+        if cap and s.get_bind().dialect.name == "postgresql":
+            # READ COMMITTED lets two requests both count cap-1 and both insert: take a
+            # per-device lock until commit (SQLite's BEGIN IMMEDIATE serializes already).
+            s.execute(
+                sa.select(sa.func.pg_advisory_xact_lock(_CAP_LOCK_SPACE, sa.func.hashtext(device)))
+            )
         if cap:
             waiting = (
                 s.scalar(

@@ -83,9 +83,14 @@ def _find_mvhd(buf: bytes) -> float | None:
     return _mvhd_duration(buf[i + 4 : i + 4 + 32])
 
 
-def mp4_duration(url: str, policy: netguard.Policy, timeout: float) -> float | None:
+def mp4_duration(
+    url: str,
+    policy: netguard.Policy,
+    timeout: float,
+    first: tuple[bytes, int | None] | None = None,
+) -> float | None:
     """Read an MP4's duration from its mvhd box, wherever the moov box sits."""
-    buf, total = read_range(url, policy, 0, 65536, timeout)
+    buf, total = first or read_range(url, policy, 0, 65536, timeout)
     buf_start = offset = 0
     for _ in range(64):  # top-level boxes are few; a bound guards against hostile files
         rel = offset - buf_start
@@ -111,6 +116,63 @@ def mp4_duration(url: str, policy: netguard.Policy, timeout: float) -> float | N
             return None
         offset += size
     return None
+
+
+def _vint(buf: bytes, pos: int, keep_marker: bool) -> tuple[int, int]:
+    """Read an EBML variable-length integer at pos; return (value, next position)."""
+    first = buf[pos]
+    length = 9 - first.bit_length() if first else 9
+    if length > 8 or pos + length > len(buf):
+        raise ValueError("bad EBML number")
+    value = first if keep_marker else first & (0xFF >> length)
+    for b in buf[pos + 1 : pos + length]:
+        value = (value << 8) | b
+    if not keep_marker and value == (1 << (7 * length)) - 1:
+        value = -1  # "unknown size", as live-written files use for the Segment
+    return value, pos + length
+
+
+_EBML_HEADER, _SEGMENT, _INFO, _CLUSTER = 0x1A45DFA3, 0x18538067, 0x1549A966, 0x1F43B675
+_TIMESCALE, _DURATION = 0x2AD7B1, 0x4489
+
+
+def matroska_duration(head: bytes) -> float | None:
+    """Read a WebM/Matroska duration from the Segment Info in the file's leading bytes."""
+    if not head.startswith(b"\x1a\x45\xdf\xa3"):
+        return None
+    pos, end = 0, len(head)
+    scale, ticks = 1_000_000, None
+    for _ in range(256):  # a bound: hostile files may hold endless tiny elements
+        if pos >= end:
+            break
+        try:
+            kind, pos = _vint(head, pos, True)
+            size, pos = _vint(head, pos, False)
+        except (ValueError, IndexError):
+            return None  # cut off or damaged: no duration rather than an error
+        if kind in (_SEGMENT, _INFO):
+            if kind == _INFO and size >= 0:
+                end = min(end, pos + size)
+            continue  # step into the element: its children follow
+        if kind == _CLUSTER or size < 0:
+            break  # media data begins; the Info element was not before it
+        body = head[pos : pos + size]
+        if kind == _TIMESCALE and 0 < size <= 8:
+            scale = int.from_bytes(body, "big") or scale
+        elif kind == _DURATION and size in (4, 8) and len(body) == size:
+            ticks = struct.unpack(">f" if size == 4 else ">d", body)[0]
+        pos += size
+    if ticks is None or not ticks > 0 or ticks == float("inf"):
+        return None
+    return ticks * scale / 1e9
+
+
+def container_duration(url: str, policy: netguard.Policy, timeout: float) -> float | None:
+    """Read a single file's duration from its container: MP4 or WebM/Matroska."""
+    first = read_range(url, policy, 0, 65536, timeout)
+    if first[0].startswith(b"\x1a\x45\xdf\xa3"):
+        return matroska_duration(first[0])
+    return mp4_duration(url, policy, timeout, first)
 
 
 _ISO_DURATION = re.compile(
@@ -168,7 +230,7 @@ def duration_of(fmt: dict, policy: netguard.Policy, timeout: float) -> float | N
         if protocol == "http_dash_segments" and fmt.get("manifest_url"):
             return mpd_duration(fmt["manifest_url"], policy, timeout)
         if protocol in ("http", "https") and fmt.get("url"):
-            return mp4_duration(fmt["url"], policy, timeout)
+            return container_duration(fmt["url"], policy, timeout)
     except (NazzilError, OSError, ValueError, struct.error) as exc:
         log.info("could not read the duration of %s: %s", fmt.get("format_id"), exc)
     return None

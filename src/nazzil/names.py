@@ -34,6 +34,18 @@ def _clean(text: str) -> str:
     return _SPACES.sub(" ", text).strip(" .")
 
 
+def _reserved(stem: str) -> bool:
+    # Windows also reserves "COM¹", "ＣＯＮ" and "CON .txt": compare the folded first part.
+    first = unicodedata.normalize("NFKD", stem).split(".")[0].strip(" ").lower()
+    return first in _WINDOWS_RESERVED
+
+
+def _visible(text: str) -> bool:
+    # Letters, digits, punctuation or symbols (emoji included); not only spaces and
+    # format characters such as zero-width spaces, which would make an invisible name.
+    return any(unicodedata.category(c)[0] in "LNPS" for c in text)
+
+
 def _truncate_utf8(text: str, limit: int) -> str:
     data = text.encode("utf-8")
     if len(data) <= limit:
@@ -44,8 +56,10 @@ def _truncate_utf8(text: str, limit: int) -> str:
 def safe_filename(title: str | None, ext: str | None, *, default: str = DEFAULT_STEM) -> str:
     """Build a file name from a title (Arabic and other scripts kept) and an extension."""
     stem = _clean(title or "")
-    if not stem or stem.split(".")[0].lower() in _WINDOWS_RESERVED:
-        stem = (stem and f"_{stem}") or default
+    if not _visible(stem):
+        stem = default
+    elif _reserved(stem):
+        stem = f"_{stem}"
     ext = (ext or "").lower().lstrip(".")
     suffix = f".{ext}" if _EXT.fullmatch(ext) else ""
     stem = _truncate_utf8(stem, MAX_NAME_BYTES - len(suffix)) or default
@@ -62,6 +76,8 @@ def ascii_filename(name: str, *, default: str = DEFAULT_STEM) -> str:
     # A title in a non-Latin script folds to nothing or to punctuation only.
     if not any(c.isalnum() for c in folded):
         folded = default
+    elif _reserved(folded):
+        folded = f"_{folded}"
     return f"{folded}.{ext}" if dot and ext.isascii() else folded
 
 

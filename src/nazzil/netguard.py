@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 from collections.abc import Iterable
@@ -130,6 +131,23 @@ def _norm_host(host: str) -> str:
         return host
 
 
+def is_literal(host: str) -> bool:
+    """Tell whether a host is judged without DNS: an IP in any spelling, or a localhost name."""
+    name = _norm_host(host)
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name.split("%")[0])
+        return True
+    except ValueError:
+        pass
+    try:
+        socket.inet_aton(name)  # 2130706433, 0x7f.1, 127.1 ... resolve without DNS
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Policy:
     """Which private hosts are trusted; everything public is allowed."""
@@ -243,6 +261,15 @@ def _ip_of(sockaddr: tuple) -> IPAddress:
 
 ALLOWED_SCHEMES = ("http", "https")
 
+# Demuxers ffmpeg may use on a downloaded (attacker-written) file. Left to probe freely, it
+# would read an MPD (by content, whatever the file's name) or an .m3u8 as a manifest and pull
+# in any local file it names; these plain containers never open another file or URL.
+FFMPEG_SAFE_DEMUXERS = (
+    "mov,matroska,ogg,flv,mp3,aac,wav,flac,avi,mpegts,asf,mpeg,ac3,eac3,aiff,caf,amr,dts,wv,ape"
+)
+# Input options for every ffmpeg/ffprobe run on a local file.
+FFMPEG_FILE_INPUT = ("-protocol_whitelist", "file", "-format_whitelist", FFMPEG_SAFE_DEMUXERS)
+
 
 def check_url(url: object, max_length: int = 4096) -> str:
     """Validate a user's URL: absolute http(s), sane host and port; return it stripped."""
@@ -350,6 +377,24 @@ def _safe_headers(headers: dict[str, str]) -> dict[str, str]:
     return out
 
 
+_FOLD = re.compile(r"[\r\n]+[ \t]*")
+
+
+def _unfold(msg: http.client.HTTPMessage) -> None:
+    """Replace obs-fold line breaks in a response's header values with a space (RFC 9112).
+
+    http.client keeps them: copied into nazzil's own answer (ETag, Content-Type ...) a CR LF
+    would split it, or at best make it fail.
+    """
+    if not any("\r" in v or "\n" in v for v in msg.values()):
+        return
+    items = msg.items()
+    for name in {name for name, _ in items}:
+        del msg[name]
+    for name, value in items:
+        msg[name] = _FOLD.sub(" ", value).strip()
+
+
 def fetch(
     url: str,
     policy: Policy,
@@ -410,6 +455,7 @@ def fetch(
             if resp.status == 303:
                 method = "GET"
             continue
+        _unfold(resp.msg)
         resp.url = url  # type: ignore[attr-defined]
         return resp
     raise UpstreamError("The site redirected too many times.")

@@ -227,8 +227,18 @@ SCHEMAS.update(
                     "enum": ["mp3", "m4a", "opus"],
                     "description": "With format audio (default m4a).",
                 },
-                "start": {"type": "number", "minimum": 0, "description": "Cut from (seconds)."},
-                "end": {"type": "number", "minimum": 0, "description": "Cut to (seconds)."},
+                "start": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 10_000_000,
+                    "description": "Cut from (seconds).",
+                },
+                "end": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 10_000_000,
+                    "description": "Cut to (seconds); past the end of the media means to its end.",
+                },
             },
         },
         "Job": {

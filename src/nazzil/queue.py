@@ -245,6 +245,14 @@ def clean(app: Flask) -> None:
                 download.clear_dir(entry)
 
 
+def clean_interval(config: Any) -> float:
+    """Seconds between cleanups: 5 min, sooner when RETENTION is short (files go on time)."""
+    retention = float(config["NAZZIL_RETENTION"] or 0)
+    if retention <= 0:
+        return 300.0
+    return max(1.0, min(300.0, retention / 2))
+
+
 class Runner:
     """Worker threads that take jobs from the queue, plus heartbeat and housekeeping threads."""
 
@@ -348,7 +356,7 @@ class Runner:
                     requeue_stale(self.app)
                     if time.monotonic() >= next_clean:
                         clean(self.app)
-                        next_clean = time.monotonic() + 300
+                        next_clean = time.monotonic() + clean_interval(config)
                 except Exception:  # noqa: BLE001 - housekeeping must outlive a bad moment
                     log.warning("housekeeping failed", exc_info=True)
             if self.stopping.wait(every):

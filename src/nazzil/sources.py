@@ -109,10 +109,13 @@ def open_url(
     send.update(extra or {})
     resp = netguard.fetch(url, opts.policy, headers=send, timeout=opts.timeout)
     if resp.status not in (200, 206):
-        status = resp.status
+        status, content_range = resp.status, resp.getheader("Content-Range") or ""
         resp.close()
         if status == 416:
-            raise RangeNotSatisfiable()
+            # The client needs the file's size ("bytes */N") to ask again sensibly.
+            content_range = content_range.strip()
+            ok = re.fullmatch(r"bytes \*/\d+", content_range)
+            raise RangeNotSatisfiable(headers={"Content-Range": content_range} if ok else {})
         raise UpstreamError(f"The site answered HTTP {status}.")
     if start and resp.status == 200:
         resp.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -14,14 +15,16 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, redirect, send_file
+from flask import Flask, Response, redirect, request, send_file
+from werkzeug.http import parse_range_header
 
 from .datadir import data_dir
-from .errors import JobsDisabled, NotFound
+from .errors import JobsDisabled, NotFound, RangeNotSatisfiable
 from .names import content_disposition
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
+_EMPTY_SUFFIX = re.compile(r"\s*bytes\s*=\s*-\s*0+\s*", re.IGNORECASE)
 
 
 class Storage(Protocol):
@@ -52,6 +55,24 @@ def _numbered(name: str) -> Iterator[str]:
     for n in range(2, 100):
         yield f"{stem} ({n}){suffix}"
     yield f"{stem} {secrets.token_hex(4)}{suffix}"
+
+
+def _check_range(size: int) -> None:
+    """Ignore a Range header we do not serve; refuse an unsatisfiable one with its size."""
+    header = request.headers.get("Range")
+    if not header or "If-Range" in request.headers:
+        return  # werkzeug weighs If-Range itself (a stale validator means the whole file)
+    if _EMPTY_SUFFIX.fullmatch(header):
+        # "bytes=-0" is well formed but asks for the last 0 bytes: never satisfiable.
+        raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    parsed = parse_range_header(header)
+    if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
+        # RFC 9110 lets a server ignore a Range it does not support (malformed, or several
+        # ranges): the whole file with 200 serves the client better than a 416.
+        request.environ.pop("HTTP_RANGE", None)
+        return
+    if size and parsed.range_for_length(size) is None:
+        raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
 
 
 class LocalStorage:
@@ -98,6 +119,7 @@ class LocalStorage:
         path = self.path(key)
         if not path.is_file():
             raise NotFound("The file is gone; it may have expired.")
+        _check_range(path.stat().st_size)
         response = send_file(path, mimetype=content_type, conditional=True, etag=True, max_age=0)
         response.headers["Content-Disposition"] = content_disposition(name)
         return response

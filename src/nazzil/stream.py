@@ -32,10 +32,12 @@ from .errors import (
     TooLarge,
     TooLong,
     Unavailable,
+    UnsupportedURL,
     UpstreamError,
     UpstreamTimeout,
 )
 from .formats import Choice
+from .mediaprobe import sniff
 from .names import content_disposition, safe_filename
 from .sources import (
     AUDIO_EXTS,
@@ -175,11 +177,24 @@ def _proxy(
             headers[key] = resp.getheader(key)
     limit = opts.max_bytes if "Content-Length" not in headers else 0
     ahead = Prefetch(resp)
+    first: bytes | None = None  # read ahead to check it; None when nothing was
+    if not partial:
+        # A page's <video src> is not checked at preview: it may lead to an empty file or
+        # to a web page (a login, an error) answered with 200. Refuse it before the headers.
+        try:
+            first = ahead.get()
+            _check_media_start(first)
+        except BaseException as exc:
+            ahead.close()
+            if isinstance(exc, StreamAborted):
+                raise UpstreamError("The site stopped sending the media.") from None
+            raise
 
     def chunks() -> Iterator[bytes]:
         sent = 0
+        pending = first
         while True:
-            data = ahead.get()
+            data, pending = (ahead.get() if pending is None else pending), None
             if not data:
                 break
             if limit and sent + len(data) > limit:
@@ -193,6 +208,14 @@ def _proxy(
             raise StreamAborted(f"upstream ended {resp.length} bytes early")
 
     return Stream(206 if partial else 200, headers, Body(chunks(), ahead.close))
+
+
+def _check_media_start(head: bytes) -> None:
+    """Refuse a file that is empty or is a web page instead of media."""
+    if not head:
+        raise UnsupportedURL("The link leads to an empty file, not a video or audio file.")
+    if sniff(head) is None and head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"<", b"{"):
+        raise UnsupportedURL("The link leads to a web page, not a video or audio file.")
 
 
 class Prefetch:

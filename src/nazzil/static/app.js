@@ -249,6 +249,7 @@
     const fresh = jobView(data, false);
     if (view) view.replaceWith(fresh); else dl.after(fresh);
     view = fresh;
+    showStatus(t("starting"));  // announced: the new progress bar's own live region is not yet heard
     follow(data, view);
     refreshHistory();
   }
@@ -374,7 +375,7 @@
 
   // ---------------------------------------------------------------- history
 
-  // Titles of jobs started on this page, shown until the job reports its own title.
+  // Titles of jobs started on this page, as the person saw them when choosing.
   function titles() {
     try { return JSON.parse(localStorage.getItem("nazzil.titles") || "{}"); } catch (e) { return {}; }
   }
@@ -385,8 +386,9 @@
     for (const old of ids.slice(0, Math.max(0, ids.length - 100))) delete all[old];
     try { localStorage.setItem("nazzil.titles", JSON.stringify(all)); } catch (e) { /* private mode */ }
   }
+  // The title the person chose by (an entry of a page) before the one of the media file itself.
   function jobTitle(job) {
-    return job.title || titles()[job.id] || job.url;
+    return titles()[job.id] || job.title || job.url;
   }
 
   async function refreshHistory() {
@@ -411,7 +413,7 @@
       } else {
         li = el("li", { class: "card", "data-id": job.id });
         const title = el("p", { class: "job-title" });
-        title.append(el("bdi", {}, jobTitle(job)), " ", el("span", { class: "tag" }, formatName(job.format)));
+        title.append(el("bdi", {}, jobTitle(job)), el("span", { class: "tag" }, formatName(job.format)));
         li.append(title, jobView(job, true));
       }
       return li;

@@ -6,10 +6,11 @@ The stream polls the database, so it follows a job run by any worker in any proc
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, request
 
 from ..device import get_device_id
 from ..errors import NotFound
@@ -22,23 +23,58 @@ POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 # Browsers reconnect an EventSource on their own; a bounded stream frees the server thread.
 LIFETIME_SECONDS = 300.0
+# Each open stream holds a server thread: at most this share of THREADS follows jobs live, so
+# a few clients cannot take every thread. Beyond it a stream sends the job once and ends; the
+# EventSource reconnects after `retry` (the page falls back to polling), like a slow poll.
+STREAM_SHARE = 4
+_slots_lock = threading.Lock()
+
+
+def _slots(app: Flask) -> threading.BoundedSemaphore:
+    ext = app.extensions.setdefault("nazzil", {})
+    with _slots_lock:
+        if "event_slots" not in ext:
+            threads = int(app.config.get("NAZZIL_THREADS") or 32)
+            ext["event_slots"] = threading.BoundedSemaphore(max(1, threads // STREAM_SHARE))
+    return ext["event_slots"]
 
 
 def _event(data: dict) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-def stream(app: Flask, job_id: str, device: str, first: dict) -> Iterator[str]:
+def stream(
+    app: Flask,
+    job_id: str,
+    device: str,
+    first: dict,
+    gone: Callable[[], bool] | None = None,
+) -> Iterator[str]:
     """Yield the job as an event now and after each change; stop after a final state."""
     from .. import jobs
 
-    started = last_sent = time.monotonic()
-    last = first
     yield "retry: 2000\n\n" + _event(first)
     if first["status"] in jobs.FINAL:
         return
+    slots = _slots(app)
+    if not slots.acquire(blocking=False):
+        return
+    try:
+        yield from _follow(app, job_id, device, first, gone)
+    finally:
+        slots.release()
+
+
+def _follow(
+    app: Flask, job_id: str, device: str, last: dict, gone: Callable[[], bool] | None
+) -> Iterator[str]:
+    from .. import jobs
+
+    started = last_sent = time.monotonic()
     while time.monotonic() - started < LIFETIME_SECONDS:
         time.sleep(POLL_SECONDS)
+        if gone is not None and gone():
+            return  # the client hung up: free the thread now, not at the next write
         with app.app_context():
             try:
                 data = jobs.to_json(jobs.get(app, job_id, device))
@@ -62,8 +98,9 @@ def events(job_id: str) -> Response:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     device = get_device_id()
     first = jobs.to_json(jobs.get(app, job_id, device))
+    gone = request.environ.get("waitress.client_disconnected")
     return Response(
-        stream(app, job_id, device, first),
+        stream(app, job_id, device, first, gone if callable(gone) else None),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

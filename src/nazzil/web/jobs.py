@@ -45,12 +45,23 @@ def require_jobs() -> None:
 bp.before_request(require_jobs)
 
 
+# About 115 days: longer than any real media, small enough for ffmpeg's time arguments.
+MAX_SECONDS = 10_000_000
+
+
 def _number(body: dict[str, Any], name: str) -> float | None:
-    value = field(body, name, (int, float))
+    value = body.get(name)
     if value is None:
         return None
-    if not math.isfinite(value) or value < 0:
-        raise InvalidRequest(f"The field '{name}' must be a number of seconds, 0 or more.")
+    # bool is an int in Python; a JSON integer may also be too big for a float (10**400).
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequest(f"The field '{name}' must be a number of seconds.")
+    if isinstance(value, int) and abs(value) > MAX_SECONDS:
+        value = math.inf if value > 0 else -math.inf
+    if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
+        raise InvalidRequest(
+            f"The field '{name}' must be a number of seconds from 0 to {MAX_SECONDS}."
+        )
     return float(value)
 
 
