@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -413,3 +414,65 @@ def test_a_request_cannot_forge_log_lines(client, nazzil_log):
     lines = nazzil_log.getvalue().splitlines()
     assert lines and not any(line.startswith("2026-01-01") for line in lines), lines
     assert any("token accepted" in line for line in lines)  # kept, but on its own line
+
+
+def test_a_job_cannot_read_local_files_through_a_manifest_in_disguise(app, media_server, tmp_path):
+    # End to end: a <video> whose "mp4" is an MPD naming a local file, cut to a section (so
+    # ffmpeg runs on it), must fail instead of handing the local file's content back.
+    from tests.mediaserver import video_page
+
+    from nazzil import db, queue
+
+    secret = _secret_audio(tmp_path)
+    media_server.add_page("/atk/disguised.mp4", _mpd_naming(secret), content_type="video/mp4")
+    page = media_server.add_page(
+        "/atk/disguised.html", video_page(media_server.url("/atk/disguised.mp4"), "d")
+    )
+    runner = queue.Runner(app, 1).start()
+    try:
+        client = app.test_client()
+        r = client.post("/api/v1/jobs", json={"url": page, "start": 0.1, "end": 0.5})
+        assert r.status_code == 202, r.get_json()
+        job_id = r.get_json()["id"]
+        deadline = time.monotonic() + 60
+        job = {}
+        while time.monotonic() < deadline:
+            job = client.get(f"/api/v1/jobs/{job_id}").get_json()
+            if job["status"] in ("finished", "failed", "cancelled"):
+                break
+            time.sleep(0.05)
+    finally:
+        runner.stop(10)
+        db.dispose(app)
+    assert job["status"] == "failed", job
+    assert job["file"] is None
+
+
+def _media_playlist(lines: str) -> str:
+    return f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-PLAYLIST-TYPE:VOD\n{lines}#EXT-X-ENDLIST\n"
+
+
+@pytest.mark.parametrize(
+    ("lines", "code"),
+    [
+        ("#EXT-X-BYTERANGE:abc\n#EXTINF:1,\n{seg}\n", "upstream_error"),
+        ("#EXT-X-BYTERANGE:-5@-3\n#EXTINF:1,\n{seg}\n", "upstream_error"),
+        ('#EXT-X-MAP:URI="{seg}",BYTERANGE="x@y"\n#EXTINF:1,\n{seg}\n', "upstream_error"),
+        ("#EXTINF:1,\nftp://127.0.0.1:{canary}/x.ts\n", "blocked_address"),
+        ("#EXTINF:1,\nfile:///etc/passwd\n", "blocked_address"),
+        ('#EXT-X-MAP:URI="data:video/mp4;base64,AAAA"\n#EXTINF:1,\n{seg}\n', "blocked_address"),
+    ],
+    ids=["byterange-text", "byterange-negative", "map-byterange", "ftp", "file", "data-map"],
+)
+def test_hostile_media_playlists_are_refused_cleanly(client, media_server, canary, lines, code):
+    body = _media_playlist(
+        lines.format(seg=media_server.url("/hls/240/seg000.ts"), canary=canary.port)
+    )
+    url = media_server.add_page(f"/atk/bad-{abs(hash(lines))}.m3u8", body, content_type=HLS)
+    r = client.get("/api/v1/stream", query_string={"url": url})
+    r.get_data()
+    assert (r.status_code, r.get_json()["error"]["code"]) == (
+        {"upstream_error": 502, "blocked_address": 403}[code],
+        code,
+    )
+    assert canary.requests == []

@@ -37,6 +37,22 @@ def webm(media_root: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def mp3(media_root: Path) -> Path:
+    """A 2 s MP3 with an ID3 tag and no Xing header (so its size and bit rate tell)."""
+    path = media_root / "unusual" / "tone.mp3"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        subprocess.run(
+            [ffmpeg_exe(), "-y", "-loglevel", "error",
+             "-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-metadata", "title=Tone",
+             "-c:a", "libmp3lame", "-b:a", "64k", "-write_xing", "0", str(path)],
+            check=True,
+            timeout=60,
+        )  # fmt: skip
+    return path
+
+
 @pytest.fixture
 def pages(media_server: MediaServer, media_root: Path) -> Iterator[MediaServer]:
     """The media server with this module's pages registered (removed afterwards)."""
@@ -52,6 +68,11 @@ def pages(media_server: MediaServer, media_root: Path) -> Iterator[MediaServer]:
     add("/u/login.mp4", login)  # a site answering 200 with a page where the video was
     add("/u/login.html", video_page("/u/login.mp4", "Behind a login"))
     add("/u/webm.html", video_page("/unusual/clip.webm", "WebM clip"))
+    add(
+        "/u/audio.html",
+        "<!doctype html><html><head><title>Audio page</title></head>"
+        '<body><audio controls src="/unusual/tone.mp3"></audio></body></html>',
+    )
     arabic = (
         '<!doctype html><html><head><meta http-equiv="Content-Type" '
         'content="text/html; charset=windows-1256">'
@@ -165,6 +186,25 @@ def test_max_duration_holds_for_direct_files_and_pages(
             resp, path = _stream(client, tmp_path, url=url, **query)
             assert resp.status_code == 422, (url, query)
             assert _error(path)["code"] == "too_long"
+
+
+def test_mp3_page_preview_stream_and_duration_limit(
+    pages: MediaServer, mp3: Path, fast: dict, tmp_path: Path
+):
+    """An <audio> page with an MP3: its duration is read, streamed as is, and limited."""
+    client = _client(fast)
+    info = client.post("/api/v1/info", json={"url": pages.url("/u/audio.html")}).get_json()
+    assert info["formats"][0]["kind"] == "audio"
+    assert info["duration"] == pytest.approx(2.0, abs=0.15)  # was None: only MP4 was read
+    resp, path = _stream(client, tmp_path, url=pages.url("/u/audio.html"))
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"] == "audio/mpeg"
+    assert path.read_bytes() == mp3.read_bytes()
+
+    client = _client({**fast, "MAX_DURATION": "1"})
+    resp, path = _stream(client, tmp_path, url=pages.url("/u/audio.html"))
+    assert resp.status_code == 422
+    assert _error(path)["code"] == "too_long"
 
 
 def test_matroska_duration_of_damaged_bytes_is_none(webm: Path):

@@ -167,11 +167,43 @@ def matroska_duration(head: bytes) -> float | None:
     return ticks * scale / 1e9
 
 
+# MPEG-1 Layer III bit rates (kbit/s) by index; MPEG-2/2.5 use the second row.
+_MP3_KBPS = (
+    (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+)
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def mp3_duration(head: bytes, total: int | None) -> float | None:
+    """Estimate an MP3's duration: its Xing/Info frame count, else size over bit rate."""
+    pos = 0
+    if head.startswith(b"ID3") and len(head) >= 10:
+        pos = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))
+    if pos + 4 > len(head) or head[pos] != 0xFF or head[pos + 1] & 0xE0 != 0xE0:
+        return None
+    version, layer = (head[pos + 1] >> 3) & 3, (head[pos + 1] >> 1) & 3
+    rate_index, kbps_index = (head[pos + 2] >> 2) & 3, head[pos + 2] >> 4
+    if layer != 1 or version == 1 or rate_index == 3 or kbps_index in (0, 15):
+        return None  # not Layer III, reserved values, or free format
+    rate = _MP3_RATES[version][rate_index]
+    samples = 1152 if version == 3 else 576
+    tag = head.find(b"Xing", pos, pos + 64)
+    tag = tag if tag >= 0 else head.find(b"Info", pos, pos + 64)
+    if tag >= 0 and len(head) >= tag + 12 and head[tag + 7] & 1:
+        (frames,) = struct.unpack(">I", head[tag + 8 : tag + 12])
+        return frames * samples / rate if frames else None
+    kbps = _MP3_KBPS[version != 3][kbps_index]
+    return (total - pos) * 8 / (kbps * 1000) if total and total > pos else None
+
+
 def container_duration(url: str, policy: netguard.Policy, timeout: float) -> float | None:
-    """Read a single file's duration from its container: MP4 or WebM/Matroska."""
+    """Read a single file's duration from its container: MP4, WebM/Matroska or MP3."""
     first = read_range(url, policy, 0, 65536, timeout)
     if first[0].startswith(b"\x1a\x45\xdf\xa3"):
         return matroska_duration(first[0])
+    if sniff(first[0]) == "mp3":
+        return mp3_duration(*first)
     return mp4_duration(url, policy, timeout, first)
 
 

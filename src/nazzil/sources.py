@@ -19,7 +19,9 @@ from urllib.parse import urljoin, urlsplit
 
 from . import mediaprobe, netguard
 from .errors import (
+    BlockedAddress,
     FormatUnavailable,
+    InvalidURL,
     RangeNotSatisfiable,
     UnsupportedURL,
     UpstreamError,
@@ -236,8 +238,7 @@ def _dash_source(fmt: dict[str, Any]) -> Source:
     base = fmt.get("fragment_base_url") or fmt.get("url") or ""
     pieces, duration = [], 0.0
     for frag in fmt["fragments"]:
-        url = frag.get("url") or urljoin(base, frag.get("path") or "")
-        pieces.append(Piece(netguard.check_url(url)))
+        pieces.append(Piece(media_url(base, frag.get("url") or frag.get("path") or "")))
         duration += float(frag.get("duration") or 0)
     container = str(fmt.get("container") or fmt.get("ext") or "")
     demuxer = "matroska" if "webm" in container else "mp4"
@@ -270,6 +271,18 @@ def _attributes(text: str) -> dict[str, str]:
     }
 
 
+def media_url(base: str, ref: str) -> str:
+    """Resolve a segment's link from a manifest; one that is not plain http(s) is refused."""
+    url = urljoin(base, ref)
+    try:
+        return netguard.check_url(url)
+    except InvalidURL:
+        if urlsplit(url).scheme.lower() not in netguard.ALLOWED_SCHEMES:
+            # The site's choice, not the user's: like a redirect to ftp:, it leaves the guard.
+            raise BlockedAddress("The playlist links to something that is not http(s).") from None
+        raise UpstreamError("The site sent a playlist with a malformed link.") from None
+
+
 def parse_hls(text: str, base: str) -> tuple[list[Piece], float | None, bool]:
     """Read a VOD media playlist: segment pieces in order, total duration, fMP4 or not."""
     lines = [line.strip() for line in text.lstrip("\ufeff").splitlines()]
@@ -284,10 +297,13 @@ def parse_hls(text: str, base: str) -> tuple[list[Piece], float | None, bool]:
 
     def byterange(value: str, url: str) -> tuple[int, int]:
         """Read "length[@offset]"; without an offset the range follows the previous one."""
-        length, _, offset = value.partition("@")
-        start = int(offset) if offset else ends.get(url, 0)
-        ends[url] = start + int(length)
-        return start, int(length)
+        m = re.fullmatch(r"\s*(\d{1,15})\s*(?:@\s*(\d{1,15})\s*)?", value)
+        if not m or not int(m.group(1)):
+            raise UpstreamError("The site sent an HLS playlist nazzil could not read.")
+        length = int(m.group(1))
+        start = int(m.group(2)) if m.group(2) else ends.get(url, 0)
+        ends[url] = start + length
+        return start, length
 
     for line in lines[1:]:
         if not line:
@@ -300,7 +316,7 @@ def parse_hls(text: str, base: str) -> tuple[list[Piece], float | None, bool]:
                 raise UnsupportedURL("This stream is encrypted; nazzil cannot stream it.")
         elif tag == "#EXT-X-MAP":
             attrs = _attributes(value)
-            map_url = netguard.check_url(urljoin(base, attrs.get("URI", "")))
+            map_url = media_url(base, attrs.get("URI", ""))
             start = length = None
             if attrs.get("BYTERANGE"):
                 start, length = byterange(attrs["BYTERANGE"], map_url)
@@ -316,7 +332,7 @@ def parse_hls(text: str, base: str) -> tuple[list[Piece], float | None, bool]:
         elif tag == "#EXT-X-ENDLIST":
             ended = True
         elif not line.startswith("#"):
-            url = netguard.check_url(urljoin(base, line))
+            url = media_url(base, line)
             if pending is not None:
                 pieces.append(Piece(url, *byterange(pending, url)))
                 pending = None
