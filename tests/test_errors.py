@@ -114,7 +114,7 @@ BAD_URLS = [
     ("tab", "http://example.com/\tx", "control"),
     ("del", "http://example.com/\x7f", "control"),
     ("c1-control", "http://example.com/\x85x", "control"),
-    ("space-in-host", "http://exa mple.com/", "control"),
+    ("space-in-host", "http://exa mple.com/", "malformed"),
     ("file", "file:///etc/passwd", "http"),
     ("ftp", "ftp://example.com/video.mp4", "http"),
     ("javascript", "javascript:alert(1)", "http"),

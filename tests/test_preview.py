@@ -244,3 +244,28 @@ def test_yt_dlp_writes_no_cache_or_config(client, media_server, tmp_path, monkey
     url = media_server.add_page("/preview/no-cache.html", video_page("/sample.mp4", "No cache"))
     assert preview(client, url)["title"] == "No cache"
     assert list(home.iterdir()) == [] and list(cache.iterdir()) == []
+
+
+def test_a_site_that_trickles_is_cut_at_the_overall_time_limit(config, tmp_path) -> None:
+    """Per-read timeouts never fire on a trickle; the overall preview limit must."""
+    import time
+
+    from tests.mediaserver import MediaServer
+
+    from nazzil.app import create_app
+
+    root = tmp_path / "site"
+    root.mkdir()
+    padding = "<!-- " + "x" * 20_000 + " -->"
+    (root / "page.html").write_text(f"<html><head><title>Slow</title>{padding}</head></html>")
+    with MediaServer(root) as slow:
+        slow.slow_rate = 2_000  # 10 s for the page, each read well within FETCH_TIMEOUT
+        app = create_app(
+            {**config, "TRUSTED_HOSTS": f"127.0.0.1:{slow.port}", "PREVIEW_TIMEOUT": "1"}
+        )
+        started = time.monotonic()
+        response = app.test_client().post("/api/v1/info", json={"url": slow.url("/slow/page.html")})
+        elapsed = time.monotonic() - started
+    assert response.status_code == 504, response.get_json()
+    assert response.get_json()["error"]["code"] == "upstream_timeout"
+    assert elapsed < 8  # the page alone would take 10 s to arrive

@@ -241,3 +241,18 @@ def test_too_long_redirect_chain_says_so(pages: MediaServer, fast: dict, tmp_pat
     resp, path = _stream(client, tmp_path, url=pages.url("/u/r0"))
     assert resp.status_code == 502
     assert _error(path)["message"] == "The site redirected too many times."
+
+
+def test_a_pasted_link_with_raw_spaces_is_fetched_as_a_browser_would(
+    client, media_root: Path, media_server
+) -> None:
+    """A file name with spaces, pasted as shown in an address bar, still previews."""
+    import shutil
+
+    shutil.copy(media_root / "sample.mp4", media_root / "my clip.mp4")
+    response = client.post("/api/v1/info", json={"url": media_server.url("/my clip.mp4")})
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["duration"] == pytest.approx(4.0, abs=0.5)
+    # A space in the host is still a malformed link.
+    bad = client.post("/api/v1/info", json={"url": "http://exa mple.com/x.mp4"})
+    assert bad.get_json()["error"]["code"] == "invalid_url"

@@ -12,6 +12,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -579,8 +580,25 @@ def _check_direct(info: dict[str, Any], policy: netguard.Policy, timeout: float)
         raise UnsupportedURL("The link does not lead to a video or audio file.")
 
 
+def within_deadline(
+    config: dict[str, Any], policy: netguard.Policy, work: Callable[[netguard.Policy], Any]
+) -> Any:
+    """Run work(policy) under the overall PREVIEW_TIMEOUT; a cut is upstream_timeout."""
+    with netguard.Deadline(float(config.get("NAZZIL_PREVIEW_TIMEOUT") or 0)) as deadline:
+        try:
+            return work(deadline.bind(policy))
+        except NazzilError:
+            if deadline.expired:
+                raise UpstreamTimeout("The site took too long to answer.") from None
+            raise
+
+
 def probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[str, Any]:
-    """Ask yt-dlp what is at url and return the MediaInfo; raises coded errors."""
+    """Ask yt-dlp what is at url and return the MediaInfo, within PREVIEW_TIMEOUT."""
+    return within_deadline(config, policy, lambda bound: _probe(url, config, bound))
+
+
+def _probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[str, Any]:
     timeout = float(config.get("NAZZIL_FETCH_TIMEOUT") or 15)
     ydl = new_ydl(base_params(config), policy)
     try:
@@ -705,6 +723,12 @@ def resolve(
     url: str, selector: str, config: dict[str, Any], policy: netguard.Policy
 ) -> dict[str, Any]:
     """Pick formats with a selector from formats.choose(); return their fetchable URLs."""
+    return within_deadline(config, policy, lambda bound: _resolve(url, selector, config, bound))
+
+
+def _resolve(
+    url: str, selector: str, config: dict[str, Any], policy: netguard.Policy
+) -> dict[str, Any]:
     from .errors import FormatUnavailable
 
     params = base_params(config)

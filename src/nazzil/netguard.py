@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import logging
 import re
 import socket
 import ssl
+import threading
+import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import quote, urljoin, urlsplit
 
 from flask import Flask
@@ -148,12 +151,65 @@ def is_literal(host: str) -> bool:
     return True
 
 
+class Deadline:
+    """An overall time limit for a piece of work: its connections are cut when time is up.
+
+    Socket timeouts bound each read, not their sum: a site trickling a byte a second would
+    otherwise hold a preview (and a server thread) for as long as it likes.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> Deadline:
+        if self.seconds > 0:
+            self._timer = threading.Timer(self.seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def bind(self, policy: Policy) -> Policy:
+        """Return the policy with its connections under this deadline."""
+        return replace(policy, deadline=self)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        log.info(
+            "overall time limit of %.0f s reached: closing %d connections",
+            self.seconds,
+            len(sockets),
+        )
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv()
+
+    def track(self, sock: socket.socket) -> None:
+        """Cut this connection when the time is up (at once if it already is)."""
+        with self._lock:
+            if not self.expired:
+                self._sockets.add(sock)
+                return
+        sock.close()
+        raise TimeoutError("the overall time limit is reached")
+
+
 @dataclass(frozen=True)
 class Policy:
     """Which private hosts are trusted; everything public is allowed."""
 
     hosts: frozenset[tuple[str, int | None]] = field(default_factory=frozenset)
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    deadline: Deadline | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_trusted(cls, entries: Iterable[str]) -> Policy:
@@ -247,6 +303,8 @@ class Policy:
                 if source_address:
                     sock.bind(source_address)
                 sock.connect(sockaddr)
+                if self.deadline is not None:
+                    self.deadline.track(sock)
                 return sock
             except OSError as exc:
                 sock.close()
@@ -275,13 +333,14 @@ def check_url(url: object, max_length: int = 4096) -> str:
     """Validate a user's URL: absolute http(s), sane host and port; return it stripped."""
     if not isinstance(url, str):
         raise InvalidURL("The link must be text.")
-    url = url.strip()
+    # A pasted link may hold raw spaces (a file name); browsers send them as %20, so do we.
+    url = url.strip().replace(" ", "%20")
     if not url:
         raise InvalidURL("The link is empty.")
     if len(url) > max_length:
         raise InvalidURL(f"The link is longer than {max_length} characters.")
     if any(ord(c) < 0x21 or 0x7F <= ord(c) < 0xA0 for c in url):
-        raise InvalidURL("The link contains spaces or control characters.")
+        raise InvalidURL("The link contains control characters.")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -196,6 +196,13 @@ SETTINGS: tuple[Setting, ...] = (
         parse_seconds,
     ),
     Setting(
+        "PREVIEW_TIMEOUT",
+        "45",
+        "Longest a preview (or the start of a stream) may take in all, however slowly a site "
+        "trickles its answer; 0 for no overall limit.",
+        parse_seconds,
+    ),
+    Setting(
         "PREVIEW_CACHE_TTL",
         "300",
         "Seconds a preview is remembered; 0 turns the cache off.",
