@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from tests import conftest
-from tests.mediaserver import MediaServer
+from tests.mediaserver import MediaServer, og_page
 
 from nazzil import extract, netguard
 from nazzil.errors import BlockedAddress, NazzilError
@@ -476,3 +476,18 @@ def test_hostile_media_playlists_are_refused_cleanly(client, media_server, canar
         code,
     )
     assert canary.requests == []
+
+
+def test_a_thumbnail_on_a_private_address_is_not_shown(client, media_server) -> None:
+    """A site must not make viewers' browsers fetch images from their own network."""
+    inward = media_server.add_page(
+        "/attacks/inward-thumb.html",
+        og_page(media_server.url("/sample.mp4"), "Inward thumb", image="http://192.168.1.1/x.jpg"),
+    )
+    trusted = media_server.add_page(
+        "/attacks/trusted-thumb.html",
+        og_page(media_server.url("/sample.mp4"), "Trusted thumb", image="/thumb.jpg"),
+    )
+    assert client.post("/api/v1/info", json={"url": inward}).get_json()["thumbnail"] is None
+    shown = client.post("/api/v1/info", json={"url": trusted}).get_json()["thumbnail"]
+    assert shown == media_server.url("/thumb.jpg")

@@ -190,3 +190,19 @@ def test_media_answers_are_not_sniffed_or_framed(client) -> None:
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     response.close()
+
+
+def test_hostnames_refuse_other_host_headers(config) -> None:
+    """With HOSTNAMES set, a rebinding page's Host header is refused before any view runs."""
+    from nazzil.app import create_app
+
+    client = create_app({**config, "HOSTNAMES": "nazzil.example.org"}).test_client()
+    ok = client.get("/healthz", headers={"Host": "nazzil.example.org"})
+    assert ok.status_code == 200
+    refused = client.post(
+        "/api/v1/info", json={"url": "http://127.0.0.1:1/"}, headers={"Host": "attacker.example"}
+    )
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["code"] == "invalid_request"
+    page = client.get("/", headers={"Host": "attacker.example", "Accept": "text/html"})
+    assert page.status_code == 400 and "attacker" not in page.get_data(as_text=True)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
+from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException
 
 from . import __version__, errors, logs, settings
@@ -28,6 +29,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(settings.normalize(config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["NAZZIL_MAX_BODY"] or None
+    # Flask refuses other Host headers with 400 when this list is set.
+    app.config["TRUSTED_HOSTS"] = list(app.config["NAZZIL_HOSTNAMES"]) or None
     app.config["NAZZIL_MODE"] = settings.mode(app.config)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -100,6 +103,9 @@ def handle_error(exc: Exception) -> tuple[Response, int] | Response:
         message = errors.InternalError.message + f" (request id {request_id})"
     if wants_json():
         response = jsonify(errors.error_body(code, message, request_id))
+    elif request_ctx.url_adapter is None:
+        # A refused Host header leaves no URL adapter, so the page template cannot link.
+        response = Response(f"{status}: {message}\n", mimetype="text/plain")
     else:
         response = Response(
             render_template(

@@ -457,13 +457,20 @@ def _title(info: dict[str, Any], single_html5: bool) -> str | None:
     return title
 
 
-def to_media_info(info: dict[str, Any], *, single_html5: bool = False) -> dict[str, Any]:
+def to_media_info(
+    info: dict[str, Any],
+    *,
+    single_html5: bool = False,
+    policy: netguard.Policy | None = None,
+) -> dict[str, Any]:
     """Map a yt-dlp info dict to the MediaInfo of the API (formats best first)."""
     is_playlist = info.get("_type") in ("playlist", "multi_video")
     page = info.get("webpage_url") or info.get("original_url") or info.get("url")
     thumbnail = info.get("thumbnail")
     if isinstance(thumbnail, str) and page:
         thumbnail = urljoin(page, thumbnail)  # generic pages may give a relative og:image
+    if isinstance(thumbnail, str) and not netguard.browser_may_load(thumbnail, policy):
+        thumbnail = None  # the page would make the viewer's browser probe a private address
     duration = info.get("duration")
     result: dict[str, Any] = {
         "type": "playlist" if is_playlist else "video",
@@ -484,7 +491,7 @@ def to_media_info(info: dict[str, Any], *, single_html5: bool = False) -> dict[s
         for entry in info.get("entries") or []:
             if not entry:
                 continue
-            item = to_media_info(entry)
+            item = to_media_info(entry, policy=policy)
             if item["url"] in (result["url"], page):
                 # Videos of one page share its link; a media file's own URL lets a job or a
                 # stream ask for exactly this one.
@@ -614,7 +621,7 @@ def _probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[st
     _check_direct(info, policy, timeout)
     _fill_durations(info, policy, timeout)
     single_html5 = str(info.get("extractor") or "").startswith("html5")
-    return to_media_info(info, single_html5=single_html5)
+    return to_media_info(info, single_html5=single_html5, policy=policy)
 
 
 class TTLCache:

@@ -134,6 +134,29 @@ def _norm_host(host: str) -> str:
         return host
 
 
+def browser_may_load(url: str, policy: Policy | None) -> bool:
+    """Tell whether the page may show an image from url: not from a private address spelled out.
+
+    The viewer's browser fetches thumbnails itself; a site must not use them to probe the
+    viewer's network. Names are left alone: the browser resolves them, not nazzil.
+    """
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    if parts.scheme.lower() not in ALLOWED_SCHEMES or not host:
+        return False
+    if not is_literal(host):
+        return True
+    policy = policy or Policy()
+    try:
+        infos = resolve(host, port)  # a literal: no DNS is asked
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(policy.allows(host, port, _ip_of(info[4])) for info in infos)
+
+
 def is_literal(host: str) -> bool:
     """Tell whether a host is judged without DNS: an IP in any spelling, or a localhost name."""
     name = _norm_host(host)

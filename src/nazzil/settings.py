@@ -117,6 +117,14 @@ SETTINGS: tuple[Setting, ...] = (
         parse_list,
     ),
     Setting(
+        "HOSTNAMES",
+        "",
+        "Comma list of the host names (and host:port) this server answers to, e.g. "
+        "nazzil.example.org; other Host headers get 400. Empty accepts any. Set it on an "
+        "instance browsers can reach, so a hostile page cannot use DNS rebinding against it.",
+        parse_list,
+    ),
+    Setting(
         "MAX_FILESIZE",
         "4G",
         "Largest media file to fetch (bytes, or 500M, 2G); 0 for no limit.",
