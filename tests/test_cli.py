@@ -190,3 +190,13 @@ def test_serve_binds_all_interfaces_when_a_platform_sets_port(cli_env: dict[str,
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert f"http://0.0.0.0:{port}" in err
+
+
+def test_info_on_an_untrusted_local_address_hints_at_trusted_hosts(
+    cli_env: dict[str, str], canary: MediaServer
+) -> None:
+    result = CliRunner().invoke(main, ["info", canary.url("/x.mp4")], env=cli_env)
+    assert result.exit_code == 1
+    assert json.loads(result.stderr.splitlines()[0])["error"]["code"] == "blocked_address"
+    assert "NAZZIL_TRUSTED_HOSTS" in result.stderr
+    assert canary.requests == []

@@ -11,13 +11,28 @@ import click
 from . import __version__
 
 
-def _app():  # noqa: ANN202 - Flask is imported lazily to keep `nazzil --help` fast
+def _app(quiet: bool = False):  # noqa: ANN202 - Flask is imported lazily: a fast `--help`
     from .app import create_app
 
+    # One-shot commands print their answer; INFO lines would only clutter the terminal.
+    config = {"LOG_LEVEL": "WARNING"} if quiet and "NAZZIL_LOG_LEVEL" not in os.environ else None
     try:
-        return create_app()
+        return create_app(config)
     except ValueError as exc:  # a bad NAZZIL_* value: say which, without a traceback
         raise click.ClickException(str(exc)) from None
+
+
+def _fail(exc: Exception) -> None:
+    """Print a coded error as JSON on stderr (with a hint where one helps) and exit 1."""
+    code, message = getattr(exc, "code", "error"), getattr(exc, "message", str(exc))
+    click.echo(json.dumps({"error": {"code": code, "message": message}}), err=True)
+    if code == "blocked_address":
+        click.echo(
+            "hint: to fetch from your own network, add the host (host, host:port or CIDR) "
+            "to NAZZIL_TRUSTED_HOSTS.",
+            err=True,
+        )
+    sys.exit(1)
 
 
 @click.group()
@@ -86,13 +101,12 @@ def info(url: str) -> None:
     from .errors import NazzilError
     from .extract import get_info
 
-    app = _app()
+    app = _app(quiet=True)
     with app.app_context():
         try:
             result = get_info(url, app)
         except NazzilError as exc:
-            click.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}), err=True)
-            sys.exit(1)
+            _fail(exc)
     click.echo(json.dumps(result, ensure_ascii=False, indent=2))
 
 
@@ -154,7 +168,7 @@ def download(
     from .formats import choose
     from .storage import LocalStorage
 
-    app = _app()
+    app = _app(quiet=True)
     target = Path(out_dir)
     work = target / f".nazzil-{secrets.token_hex(6)}"
 
@@ -180,8 +194,7 @@ def download(
             )
             name = LocalStorage(target).put(result.path, result.name, "")
         except NazzilError as exc:
-            click.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}), err=True)
-            sys.exit(1)
+            _fail(exc)
         finally:
             dl.clear_dir(work)
     if sys.stderr.isatty():
