@@ -11,11 +11,8 @@ Run:  .venv/bin/python bench/job_300mb.py [--rounds N] [--size-mb 300] [--keep]
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,63 +25,26 @@ sys.path.insert(0, str(ROOT))
 
 from tests.media import make_big_file  # noqa: E402
 from tests.mediaserver import MediaServer  # noqa: E402
+from tests.serve import NazzilServer  # noqa: E402
 
 MB = 1000 * 1000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Nazzil(NazzilServer):
+    """A warm `nazzil serve` in work/ (data in work/data) that runs jobs."""
 
-
-class Nazzil:
-    """A `nazzil serve` subprocess and a JSON client that keeps its device cookie."""
-
-    def __init__(self, data: Path, trusted: str, workers: int, log: Path):
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NAZZIL_")}
-        env.update(
-            NAZZIL_DATA_DIR=str(data),
-            NAZZIL_SECRET_KEY="bench-secret-key-" + "x" * 16,
-            NAZZIL_TRUSTED_HOSTS=trusted,
-            NAZZIL_WORKERS=str(workers),
-            NAZZIL_PORT=str(self.port),
-            NAZZIL_RATE_LIMIT_JOBS="off",
-            NAZZIL_MAX_QUEUED_PER_DEVICE="0",
-            NAZZIL_LOG_LEVEL="WARNING",
-            NAZZIL_MIN_FREE_DISK="0",
-        )
-        self.log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nazzil.cli", "serve"],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.cookie = ""
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if self.call("GET", "/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"nazzil serve did not start; see {log}")
-            time.sleep(0.1)
-
-    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        headers = {"Content-Type": "application/json", "Cookie": self.cookie}
-        conn.request(method, path, json.dumps(body) if body is not None else None, headers)
-        response = conn.getresponse()
-        raw = response.read()
-        cookie = response.getheader("Set-Cookie")
-        if cookie:
-            self.cookie = cookie.split(";", 1)[0]
-        conn.close()
-        return response.status, (json.loads(raw) if raw else {})
+    def __init__(self, work: Path, trusted: str, workers: int) -> None:
+        env = {
+            "NAZZIL_SECRET_KEY": "bench-secret-key-" + "x" * 16,
+            "NAZZIL_TRUSTED_HOSTS": trusted,
+            "NAZZIL_WORKERS": str(workers),
+            "NAZZIL_RATE_LIMIT_JOBS": "off",
+            "NAZZIL_MAX_QUEUED_PER_DEVICE": "0",
+            "NAZZIL_LOG_LEVEL": "WARNING",
+            "NAZZIL_MIN_FREE_DISK": "0",
+        }
+        super().__init__(work, env, clean_env=True, ready="/readyz", timeout=60)
+        self.start()
 
     def run_jobs(self, urls: list[str], poll: float = 0.05) -> tuple[float, list[dict]]:
         """Create jobs for urls at once; return seconds until all are final, and the jobs."""
@@ -106,14 +66,6 @@ class Nazzil:
             if pending:
                 time.sleep(poll)
         return time.perf_counter() - started, [final[i] for i in ids]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def ytdlp(url: str, out: Path) -> float:
@@ -149,7 +101,7 @@ def main() -> None:
         print(f"made {big.stat().st_size / MB:.0f} MB in {time.perf_counter() - t0:.1f}s")
         with MediaServer(media) as server:
             url = server.url("big.mp4")
-            nazzil = Nazzil(work / "data", f"127.0.0.1:{server.port}", 1, work / "serve.log")
+            nazzil = Nazzil(work, f"127.0.0.1:{server.port}", 1)
             try:
                 nazzil.run_jobs([server.url("big.mp4?warmup")])  # imports yt-dlp, migrations
                 files = work / "data" / "files"

@@ -83,9 +83,7 @@ def main() -> None:
     try:
         build_media(work / "media")
         with MediaServer(work / "media") as server:
-            nazzil = Nazzil(
-                work / "data", f"127.0.0.1:{server.port}", args.workers, work / "serve.log"
-            )
+            nazzil = Nazzil(work, f"127.0.0.1:{server.port}", args.workers)
             try:
                 # Warm up: imports yt-dlp and ffmpeg paths once, like a server that has run.
                 nazzil.run_jobs([server.url("sample.mp4?warmup")])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,17 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.media import build_media  # noqa: E402
 from tests.mediaserver import MediaServer, og_page, video_page  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def nazzil_command() -> list[str]:
-    script = Path(sys.executable).with_name("nazzil")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "nazzil.cli"]
+from tests.serve import NazzilServer  # noqa: E402
 
 
 def yt_dlp_command() -> list[str]:
@@ -43,19 +32,6 @@ def yt_dlp_command() -> list[str]:
     if script.exists():
         return [str(script)]
     return [shutil.which("yt-dlp") or "yt-dlp"]
-
-
-def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"nazzil serve exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.05)
-    raise SystemExit("nazzil serve did not start")
 
 
 def preview(base: str, url: str) -> tuple[float, dict]:
@@ -113,25 +89,15 @@ def main() -> None:
             ),
             "HLS master": media.url("/hls/master.m3u8"),
         }
-        port = free_port()
         env = {
-            **os.environ,
             "NAZZIL_TRUSTED_HOSTS": f"127.0.0.1:{media.port}",
-            "NAZZIL_DATA_DIR": str(root / "data"),
             "NAZZIL_SECRET_KEY": "bench",
             "NAZZIL_LOG_LEVEL": "WARNING",
             # The rate limit guards a public server; a benchmark is one busy client.
             "NAZZIL_RATE_LIMIT_PREVIEW": "100000/minute",
         }
-        proc = subprocess.Popen(
-            [*nazzil_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_up(base + "/healthz", proc)
+        with NazzilServer(root, env) as server:
+            base = server.base
             # Warm the server: the first preview imports yt-dlp and lists its extractors.
             first, _ = preview(base, media.url("/sample.mp4?warmup"))
             print(f"first preview in a fresh server (imports yt-dlp): {first * 1000:.0f} ms\n")
@@ -161,9 +127,6 @@ def main() -> None:
             ok_cache = "OK" if worst_cached < 20 else "OVER"
             print(f"target >= 10x faster than yt-dlp -J: {ok_speed} (worst {worst_ratio:.1f}x)")
             print(f"target cached repeat < 20 ms: {ok_cache} (worst {worst_cached:.1f} ms)")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -14,10 +14,8 @@ The big files are made in a temporary directory and deleted at the end (unless -
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.media import make_big_file  # noqa: E402
 from tests.mediaserver import MediaServer  # noqa: E402
+from tests.serve import NazzilServer  # noqa: E402
 
 MB = 1000 * 1000
 
@@ -78,38 +77,15 @@ def curl(url: str) -> tuple[float, int, str]:
     return float(out[0]), int(out[1]), out[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(media: MediaServer, workdir: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    (workdir / "data").mkdir(exist_ok=True)
+def start_server(media: MediaServer, workdir: Path) -> NazzilServer:
+    """A started `nazzil serve` with no size or duration limit, trusting the media server."""
     env = {
-        **os.environ, "NAZZIL_DATA_DIR": str(workdir / "data"),
         "NAZZIL_SECRET_KEY": "bench-secret-key-bench-secret-key",
         "NAZZIL_TRUSTED_HOSTS": f"127.0.0.1:{media.port}", "NAZZIL_MAX_FILESIZE": "0",
-        "NAZZIL_MAX_DURATION": "0", "NAZZIL_LOG_LEVEL": "WARNING", "YTDLP_NO_PLUGINS": "1",
+        "NAZZIL_MAX_DURATION": "0", "NAZZIL_LOG_LEVEL": "WARNING",
         "NAZZIL_RATE_LIMIT_STREAM": "off",
     }  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nazzil.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "server.log", "wb"),  # noqa: SIM115
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("nazzil serve did not start")
+    return NazzilServer(workdir, env).start()
 
 
 def main() -> None:
@@ -126,13 +102,8 @@ def main() -> None:
         make_big_file(media_dir / "f1000.mp4", 1000 * MB)
         make_big_file(media_dir / "f50.mp4", 50 * MB)
         print(f"made test files in {time.perf_counter() - t:.1f} s")
-        with MediaServer(media_dir) as media:
-            proc, port = start_server(media, workdir)
-            try:
-                run(media, proc.pid, port, args.rounds)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=10)
+        with MediaServer(media_dir) as media, start_server(media, workdir) as server:
+            run(media, server.pid, server.port, args.rounds)
     finally:
         if args.keep:
             print(f"kept {workdir}")

@@ -691,3 +691,14 @@ def no_video_page(title: str) -> str:
     """Ordinary HTML page with no media at all."""
     body = f"<h1>{_esc(title)}</h1>\n<p>Just text, nothing to download here.</p>\n"
     return _doc(title, "", body)
+
+
+def rss_feed(title: str, links: list[tuple[str, str]]) -> str:
+    """An RSS feed: yt-dlp reads it as a playlist whose entries have links of their own."""
+    items = "".join(
+        f"<item><title>{_esc(t)}</title><link>{_esc(u)}</link></item>" for t, u in links
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>{_esc(title)}</title>'
+        f"{items}</channel></rss>"
+    )

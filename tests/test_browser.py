@@ -6,23 +6,17 @@ is missing; CI installs both (.ci/run).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from html import escape
 from pathlib import Path
 
 import pytest
 from tests.media import decode_ok, ffprobe_like
-from tests.mediaserver import MediaServer, no_video_page, video_page
+from tests.mediaserver import MediaServer, no_video_page, rss_feed, video_page
+from tests.serve import NazzilServer
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -45,13 +39,6 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Pyt
 expect = sync_api.expect
 
 
-def free_port() -> int:
-    """Ask the kernel for a free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def get_json(url: str) -> tuple[int, object]:
     """GET a URL from the live server and decode its JSON."""
     try:
@@ -61,52 +48,22 @@ def get_json(url: str) -> tuple[int, object]:
         return exc.code, None
 
 
-def rss_feed(title: str, links: list[tuple[str, str]]) -> str:
-    """An RSS feed: yt-dlp reads it as a playlist whose entries have links of their own."""
-    items = "".join(
-        f"<item><title>{escape(t)}</title><link>{escape(u)}</link></item>" for t, u in links
-    )
-    return (
-        f'<?xml version="1.0"?><rss version="2.0"><channel><title>{escape(title)}</title>'
-        f"{items}</channel></rss>"
-    )
-
-
-class Live:
-    """A `nazzil serve` subprocess on a free 127.0.0.1 port."""
+class Live(NazzilServer):
+    """A `nazzil serve` subprocess on a free 127.0.0.1 port, trusting the media server."""
 
     def __init__(self, tmp: Path, media: MediaServer, **env: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = tmp / "serve.log"
-        environ = {
-            **os.environ,
-            "NAZZIL_DATA_DIR": str(tmp / "data"),
-            "NAZZIL_SECRET_KEY": "browser-test-secret",
-            "NAZZIL_TRUSTED_HOSTS": f"127.0.0.1:{media.port}",
-            "NAZZIL_FETCH_TIMEOUT": "5",
-            "NAZZIL_WORKERS": "2",
-            "YTDLP_NO_PLUGINS": "1",
-            "PYTHONUNBUFFERED": "1",
-            **env,
-        }
-        environ.pop("VERCEL", None)
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nazzil.cli", "serve", "--host", "127.0.0.1",
-                 "--port", str(self.port)],
-                env=environ, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nazzil serve exited:\n{self.log.read_text()}")
-            with contextlib.suppress(OSError):
-                if get_json(self.base + "/healthz")[0] == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"nazzil serve did not answer:\n{self.log.read_text()}")
+        super().__init__(
+            tmp,
+            {
+                "NAZZIL_SECRET_KEY": "browser-test-secret",
+                "NAZZIL_TRUSTED_HOSTS": f"127.0.0.1:{media.port}",
+                "NAZZIL_FETCH_TIMEOUT": "5",
+                "NAZZIL_WORKERS": "2",
+                "VERCEL": None,
+                **env,
+            },
+        )
+        self.start()
 
     def has_jobs(self) -> bool:
         """Tell whether the jobs API is served (it is built alongside this page)."""
@@ -114,16 +71,6 @@ class Live:
         if status == 200 and isinstance(spec, dict) and "/api/v1/jobs" in spec.get("paths", {}):
             return True
         return get_json(self.base + "/api/v1/jobs")[0] == 200
-
-    def stop(self) -> None:
-        """Stop the server."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")

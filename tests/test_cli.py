@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from tests.mediaserver import MediaServer, no_video_page, video_page
+from tests.serve import NazzilServer, free_port
 
 from nazzil import __version__
 from nazzil.cli import main
@@ -92,12 +89,6 @@ def test_bad_setting_is_a_clear_error(cli_env: dict[str, str], page: str) -> Non
 # ----------------------------------------------------------------------------- serve
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _nazzil_command() -> list[str]:
     script = Path(sys.executable).with_name("nazzil")
     if script.exists():
@@ -106,50 +97,16 @@ def _nazzil_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "nazzil.cli"]
 
 
-def _wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"nazzil serve exited: {proc.stderr.read() if proc.stderr else ''}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.05)
-    raise AssertionError(f"nazzil serve did not answer {url} within {timeout} s")
-
-
 @pytest.fixture
-def served(cli_env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`nazzil serve` as a real process on a free port; its base URL and the process."""
-    port = _free_port()
-    env = {**os.environ, **cli_env, "NAZZIL_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
-    env.pop("PORT", None)
-    proc = subprocess.Popen(
-        [*_nazzil_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(base + "/healthz", proc)
-        yield base, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+def served(cli_env: dict[str, str], tmp_path: Path) -> Iterator[NazzilServer]:
+    """`nazzil serve` as a real process on a free port."""
+    env = {**cli_env, "NAZZIL_LOG_LEVEL": "INFO", "PORT": None}
+    with NazzilServer(tmp_path, env, command=_nazzil_command()) as server:
+        yield server
 
 
 def test_serve_answers_health_and_preview_over_http(served, page: str) -> None:
-    base, proc = served
+    base = served.base
     with urllib.request.urlopen(base + "/healthz", timeout=5) as resp:
         assert json.load(resp) == {"status": "ok", "version": __version__}
         assert re.fullmatch(r"[0-9a-f]{16}", resp.headers["X-Request-ID"])
@@ -170,26 +127,21 @@ def test_serve_answers_health_and_preview_over_http(served, page: str) -> None:
     assert json.load(excinfo.value)["error"]["code"] == "invalid_url"
     with urllib.request.urlopen(base + "/", timeout=5) as resp:
         assert resp.status == 200 and "text/html" in resp.headers["Content-Type"]
-    proc.terminate()
-    _, err = proc.communicate(timeout=10)
+    served.stop()
+    err = served.log_text()
     assert f"on {base}" in err, "the banner says where it listens"
     assert "[over-http-1] POST /api/v1/info 200" in err, "one access line per request"
 
 
-def test_serve_binds_all_interfaces_when_a_platform_sets_port(cli_env: dict[str, str]) -> None:
-    port = _free_port()
-    env = {**os.environ, **cli_env, "PORT": str(port)}
-    env.pop("NAZZIL_HOST", None)
-    proc = subprocess.Popen(
-        [*_nazzil_command(), "serve"], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        _wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=10)
-    assert f"http://0.0.0.0:{port}" in err
+def test_serve_binds_all_interfaces_when_a_platform_sets_port(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {**cli_env, "PORT": str(port), "NAZZIL_HOST": None}
+    server = NazzilServer(tmp_path, env, port=port, command=_nazzil_command(), args=[])
+    with server:
+        pass
+    assert f"http://0.0.0.0:{server.port}" in server.log_text()
 
 
 def test_info_on_an_untrusted_local_address_hints_at_trusted_hosts(

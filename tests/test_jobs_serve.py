@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,76 +14,9 @@ from typing import Any
 import pytest
 from tests.media import decode_ok, ffprobe_like
 from tests.mediaserver import MediaServer, video_page
+from tests.serve import NazzilServer
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A `nazzil serve` subprocess and a tiny cookie-keeping JSON client for it."""
-
-    def __init__(self, env: dict[str, str], log: Path):
-        self.port = _free_port()
-        self.env = {**env, "NAZZIL_PORT": str(self.port)}
-        self.log = log
-        self.cookie = ""
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Server:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nazzil.cli", "serve"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if self.call("GET", "/healthz")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            assert self.proc.poll() is None, self.log.read_text(errors="replace")
-            assert time.monotonic() < deadline, "nazzil serve did not start"
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json", "Cookie": self.cookie},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                status, raw, headers = response.status, response.read(), response.headers
-        except urllib.error.HTTPError as exc:
-            status, raw, headers = exc.code, exc.read(), exc.headers
-        cookie = headers.get("Set-Cookie")
-        if cookie:
-            self.cookie = cookie.split(";", 1)[0]
-        ctype = headers.get("Content-Type", "")
-        return status, json.loads(raw) if ctype.startswith("application/json") else raw
 
 
 def _env(config: dict) -> dict[str, str]:
@@ -112,7 +41,7 @@ def slow(media_server: MediaServer) -> Iterator[MediaServer]:
     media_server.slow_rate = 64 * 1024
 
 
-def _wait(server: Server, job_ids: list[str], until: Any, timeout: float) -> list[dict]:
+def _wait(server: NazzilServer, job_ids: list[str], until: Any, timeout: float) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
         found = [server.call("GET", f"/api/v1/jobs/{job_id}")[1] for job_id in job_ids]
@@ -138,7 +67,7 @@ def test_killed_server_finishes_every_job_after_restart(
     config: dict, slow: MediaServer, tmp_path: Path
 ) -> None:
     env = _env(config)
-    server = Server(env, tmp_path / "serve.log").start()
+    server = NazzilServer(tmp_path, env, clean_env=True).start()
     try:
         ids = [
             server.call("POST", "/api/v1/jobs", {"url": slow.url("slow/sample.mp4")})[1]["id"]
@@ -150,7 +79,7 @@ def test_killed_server_finishes_every_job_after_restart(
         server.kill()
     assert _statuses(Path(config["DATA_DIR"]), ids) == ["running", "queued", "queued"]
     slow.slow_rate = 2 * 1024 * 1024
-    restarted = Server(env, tmp_path / "serve.log")
+    restarted = NazzilServer(tmp_path, env, clean_env=True)
     restarted.cookie = server.cookie
     restarted.start()
     try:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from html import escape
 from html.parser import HTMLParser
 
 import pytest
-from tests.mediaserver import multi_video_page, no_video_page, video_page
+from tests.mediaserver import multi_video_page, no_video_page, rss_feed, video_page
 
 from nazzil.app import create_app
 from nazzil.web import pages
@@ -50,17 +49,6 @@ def parse(html: str) -> Tags:
     tags = Tags()
     tags.feed(html)
     return tags
-
-
-def rss_feed(title: str, links: list[tuple[str, str]]) -> str:
-    """An RSS feed: yt-dlp reads it as a playlist whose entries have links of their own."""
-    items = "".join(
-        f"<item><title>{escape(t)}</title><link>{escape(u)}</link></item>" for t, u in links
-    )
-    return (
-        f'<?xml version="1.0"?><rss version="2.0"><channel><title>{escape(title)}</title>'
-        f"{items}</channel></rss>"
-    )
 
 
 @pytest.fixture(scope="module")

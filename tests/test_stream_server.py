@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from urllib.parse import quote
 import pytest
 from tests.media import ffmpeg_exe, make_big_file
 from tests.mediaserver import MediaServer
+from tests.serve import NazzilServer
 from tests.test_stream import children_of
 
 BIG = 32 * 1024 * 1024
@@ -58,51 +58,23 @@ def long_media(tmp_path_factory, media_root) -> Iterator[MediaServer]:
         yield server
 
 
-class Server:
+class Server(NazzilServer):
     """A `nazzil serve` subprocess and what can be seen of it from /proc."""
 
     def __init__(self, root: Path, media: MediaServer, **env: str) -> None:
         self.data, self.tmp = root / "data", root / "tmp"
         self.data.mkdir()
         self.tmp.mkdir()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
         self.media = media
-        self.log = root / "server.log"
-        environ = {
-            **os.environ, "NAZZIL_DATA_DIR": str(self.data), "TMPDIR": str(self.tmp),
+        super().__init__(root, {
+            "TMPDIR": str(self.tmp),
             "NAZZIL_SECRET_KEY": "test-secret-key-for-the-stream-server",
             "NAZZIL_TRUSTED_HOSTS": f"127.0.0.1:{media.port}", "NAZZIL_THREADS": "8",
-            "NAZZIL_FETCH_TIMEOUT": "5", "NAZZIL_LOG_LEVEL": "INFO", "YTDLP_NO_PLUGINS": "1",
+            "NAZZIL_FETCH_TIMEOUT": "5", "NAZZIL_LOG_LEVEL": "INFO",
             "NAZZIL_RATE_LIMIT_STREAM": "off",
             **{f"NAZZIL_{k}": v for k, v in env.items()},
-        }  # fmt: skip
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nazzil.cli", "serve", "--port", str(self.port)],
-                env=environ,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(self._up, 30, "the server to start")
-
-    def _up(self) -> bool:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            conn.request("GET", "/healthz")
-            return conn.getresponse().status == 200
-        except OSError:
-            assert self.proc.poll() is None, self.log.read_text()
-            return False
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        })  # fmt: skip
+        self.start()
 
     def path(self, media_path: str, **query: str) -> str:
         args = "&".join(
@@ -111,7 +83,7 @@ class Server:
         return f"/api/v1/stream?{args}"
 
     def threads(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("Threads:"):
                 return int(line.split()[1])
         raise AssertionError("no thread count")
@@ -119,14 +91,14 @@ class Server:
     def upstream_sockets(self) -> int:
         """TCP sockets the server holds to the media server, whatever their state."""
         inodes = set()
-        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+        for fd in Path(f"/proc/{self.pid}/fd").iterdir():
             with contextlib.suppress(OSError):
                 target = os.readlink(fd)
                 if target.startswith("socket:["):
                     inodes.add(target[8:-1])
         count = 0
         for table in ("tcp", "tcp6"):
-            lines = Path(f"/proc/{self.proc.pid}/net/{table}").read_text().splitlines()[1:]
+            lines = Path(f"/proc/{self.pid}/net/{table}").read_text().splitlines()[1:]
             for line in lines:
                 fields = line.split()
                 if int(fields[2].rsplit(":", 1)[1], 16) == self.media.port and fields[9] in inodes:
@@ -134,7 +106,7 @@ class Server:
         return count
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
@@ -142,7 +114,7 @@ class Server:
     def open_files(self) -> list[str]:
         """Regular files the server holds open (a spooled response would show here)."""
         found = []
-        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+        for fd in Path(f"/proc/{self.pid}/fd").iterdir():
             with contextlib.suppress(OSError):
                 target = os.readlink(fd)
                 if target.startswith("/") and not target.startswith(("/dev/", "/proc/")):
