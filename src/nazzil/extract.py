@@ -6,12 +6,10 @@ import functools
 import http.client
 import logging
 import os
-import re
 import socket
 import threading
 import time
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -19,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 from flask import Flask, current_app
 
 from . import mediaprobe, netguard
+from .cache import TTLCache
 from .errors import (
     BlockedAddress,
     NazzilError,
@@ -26,6 +25,7 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from .mediainfo import title_of, to_media_info, usable
 
 log = logging.getLogger(__name__)
 
@@ -409,114 +409,6 @@ def classify(exc: BaseException) -> NazzilError:
     return UpstreamError("The site sent something nazzil could not read.")
 
 
-AUDIO_EXTS = {"m4a", "mp3", "opus", "ogg", "oga", "aac", "wav", "flac", "weba"}
-
-
-def _kind(fmt: dict[str, Any]) -> str:
-    vcodec, acodec = fmt.get("vcodec"), fmt.get("acodec")
-    if vcodec == "none" or (vcodec is None and fmt.get("ext") in AUDIO_EXTS):
-        return "audio"
-    if acodec == "none":
-        return "video"
-    return "video+audio"
-
-
-def _format(fmt: dict[str, Any]) -> dict[str, Any]:
-    def num(key: str) -> Any:
-        value = fmt.get(key)
-        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-    def codec(key: str) -> str | None:
-        value = fmt.get(key)
-        return value if isinstance(value, str) and value != "none" else None
-
-    return {
-        "format_id": str(fmt.get("format_id")),
-        "ext": fmt.get("ext"),
-        "kind": _kind(fmt),
-        "width": num("width"),
-        "height": num("height"),
-        "fps": num("fps"),
-        "vcodec": codec("vcodec"),
-        "acodec": codec("acodec"),
-        "tbr": num("tbr"),
-        "filesize": num("filesize") or num("filesize_approx"),
-        "protocol": fmt.get("protocol"),
-    }
-
-
-def _usable(fmt: dict[str, Any]) -> bool:
-    # Storyboards are image strips; mhtml is their container.
-    return fmt.get("ext") != "mhtml" and "storyboard" not in str(fmt.get("format_note") or "")
-
-
-def _title(info: dict[str, Any], single_html5: bool) -> str | None:
-    title = info.get("title")
-    if isinstance(title, str) and single_html5:
-        title = re.sub(r" \(1\)$", "", title)
-    return title
-
-
-def to_media_info(
-    info: dict[str, Any],
-    *,
-    single_html5: bool = False,
-    policy: netguard.Policy | None = None,
-) -> dict[str, Any]:
-    """Map a yt-dlp info dict to the MediaInfo of the API (formats best first)."""
-    is_playlist = info.get("_type") in ("playlist", "multi_video")
-    page = info.get("webpage_url") or info.get("original_url") or info.get("url")
-    thumbnail = info.get("thumbnail")
-    if isinstance(thumbnail, str) and page:
-        thumbnail = urljoin(page, thumbnail)  # generic pages may give a relative og:image
-    if isinstance(thumbnail, str) and not netguard.browser_may_load(thumbnail, policy):
-        thumbnail = None  # the page would make the viewer's browser probe a private address
-    duration = info.get("duration")
-    result: dict[str, Any] = {
-        "type": "playlist" if is_playlist else "video",
-        "url": info.get("original_url") or page,
-        "webpage_url": page,
-        "extractor": info.get("extractor"),
-        "id": str(info["id"]) if info.get("id") is not None else None,
-        "title": _title(info, single_html5),
-        "duration": float(duration) if isinstance(duration, (int, float)) else None,
-        "thumbnail": thumbnail if isinstance(thumbnail, str) else None,
-        "uploader": info.get("uploader"),
-        "upload_date": info.get("upload_date"),
-        "formats": [],
-        "entries": None,
-    }
-    if is_playlist:
-        result["entries"] = []
-        for entry in info.get("entries") or []:
-            if not entry:
-                continue
-            item = to_media_info(entry, policy=policy)
-            if item["url"] in (result["url"], page):
-                # Videos of one page share its link; a media file's own URL lets a job or a
-                # stream ask for exactly this one.
-                item["url"] = _own_link(entry) or item["url"]
-            result["entries"].append(item)
-    else:
-        formats = [f for f in (info.get("formats") or [info]) if _usable(f)]
-        result["formats"] = [_format(f) for f in reversed(formats)]
-    return result
-
-
-def _own_link(entry: dict[str, Any]) -> str | None:
-    """Return the URL of an entry that is one media file or one HLS/DASH manifest, else None."""
-    formats = [f for f in (entry.get("formats") or [entry]) if _usable(f)]
-    if len(formats) == 1 and formats[0].get("protocol") in ("http", "https"):
-        url = formats[0].get("url")
-    else:
-        # All qualities of one HLS master playlist or DASH manifest: the manifest opens alone.
-        manifests = {f.get("manifest_url") for f in formats}
-        url = manifests.pop() if len(manifests) == 1 else None
-    return (
-        url if isinstance(url, str) and url.split(":", 1)[0].lower() in ("http", "https") else None
-    )
-
-
 def _fill_durations(info: dict[str, Any], policy: netguard.Policy, timeout: float) -> None:
     """Read durations yt-dlp did not report (html5 pages, direct links, DASH)."""
     playlist = info.get("_type") in ("playlist", "multi_video")
@@ -524,7 +416,7 @@ def _fill_durations(info: dict[str, Any], policy: netguard.Policy, timeout: floa
     for video in videos:
         if not video or video.get("duration"):
             continue
-        formats = [f for f in (video.get("formats") or [video]) if _usable(f)]
+        formats = [f for f in (video.get("formats") or [video]) if usable(f)]
         if formats:
             video["duration"] = mediaprobe.duration_of(formats[-1], policy, timeout)
 
@@ -562,7 +454,7 @@ def _drop_blocked_formats(
                 verdicts[key] = False
         return verdicts[key]
 
-    def usable(fmt: dict[str, Any]) -> bool:
+    def reachable(fmt: dict[str, Any]) -> bool:
         urls = [fmt.get("url"), fmt.get("manifest_url"), fmt.get("fragment_base_url")]
         fragments = fmt.get("fragments")
         if isinstance(fragments, list):
@@ -571,10 +463,10 @@ def _drop_blocked_formats(
 
     formats = video.get("formats")
     if formats:
-        video["formats"] = [f for f in formats if usable(f)]
+        video["formats"] = [f for f in formats if reachable(f)]
         if not video["formats"]:
             raise BlockedAddress()
-    elif not usable(video):
+    elif not reachable(video):
         raise BlockedAddress()
 
 
@@ -622,37 +514,6 @@ def _probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[st
     _fill_durations(info, policy, timeout)
     single_html5 = str(info.get("extractor") or "").startswith("html5")
     return to_media_info(info, single_html5=single_html5, policy=policy)
-
-
-class TTLCache:
-    """A small thread-safe LRU cache whose entries expire."""
-
-    def __init__(self, size: int, ttl: float):
-        self.size, self.ttl = size, ttl
-        self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Any:
-        """Return a fresh value or None."""
-        with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                return None
-            if item[0] < time.monotonic():
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return item[1]
-
-    def put(self, key: str, value: Any) -> None:
-        """Remember a value."""
-        if self.ttl <= 0 or self.size <= 0:
-            return
-        with self._lock:
-            self._data[key] = (time.monotonic() + self.ttl, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
 
 
 def get_info(url: str, app: Flask | None = None) -> dict[str, Any]:
@@ -763,7 +624,7 @@ def _resolve(
     single_html5 = str(info.get("extractor") or "").startswith("html5")
     return {
         "id": str(info.get("id") or ""),
-        "title": _title(info, single_html5),
+        "title": title_of(info, single_html5),
         "duration": float(duration) if isinstance(duration, (int, float)) else None,
         "formats": [_stream_format(fmt) for fmt in chosen],
     }
@@ -859,7 +720,7 @@ def download(
             if not info.get("duration") and config.get("NAZZIL_MAX_DURATION"):
                 _fill_durations(info, policy, timeout)
             single_html5 = str(info.get("extractor") or "").startswith("html5")
-            facts["title"] = _title(info, single_html5)
+            facts["title"] = title_of(info, single_html5)
             info = ydl.process_ie_result(info, download=True)
     except BaseException as exc:
         if raised:
