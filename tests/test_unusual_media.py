@@ -256,3 +256,28 @@ def test_a_pasted_link_with_raw_spaces_is_fetched_as_a_browser_would(
     # A space in the host is still a malformed link.
     bad = client.post("/api/v1/info", json={"url": "http://exa mple.com/x.mp4"})
     assert bad.get_json()["error"]["code"] == "invalid_url"
+
+
+def test_audio_from_media_without_audio_is_format_unavailable(
+    app, client, media_server, tmp_path: Path
+) -> None:
+    """Asking for the audio of a silent video is a format the media does not offer."""
+    from nazzil import download, formats, netguard
+    from nazzil.errors import FormatUnavailable
+
+    url = media_server.url("/video_only.mp4")
+    streamed = client.get(
+        "/api/v1/stream", query_string={"url": url, "format": "audio", "audio_format": "mp3"}
+    )
+    assert streamed.status_code == 422
+    assert streamed.get_json()["error"]["code"] == "format_unavailable"
+    with app.app_context(), pytest.raises(FormatUnavailable):
+        download.fetch(
+            url,
+            formats.choose("audio", "mp3"),
+            tmp_path / "work",
+            config=app.config,
+            policy=netguard.policy_for(app),
+            start=None,
+            end=None,
+        )

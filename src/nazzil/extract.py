@@ -727,8 +727,11 @@ def download(
             raise raised[0] from None
         if isinstance(exc, NazzilError) or not isinstance(exc, Exception):
             raise
-        if "requested format is not available" in str(exc).lower():
+        text = str(exc).lower()
+        if "requested format is not available" in text:
             raise FormatUnavailable() from None
+        if choice.audio_format and "unable to obtain file audio codec" in text:
+            raise FormatUnavailable("The media has no audio track.") from None
         raise classify(exc) from None
     downloads = info.get("requested_downloads") or [] if info else []
     path = Path(downloads[0]["filepath"]) if downloads and downloads[0].get("filepath") else None

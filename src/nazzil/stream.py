@@ -521,6 +521,9 @@ class Pipeline:
             raise self.error
         if code != 0:
             log.warning("ffmpeg exited with %s: %s", code, self.stderr_text())
+            if "matches no streams" in self.stderr_text():
+                # Asked for audio (or video) from media that has no such track.
+                raise FormatUnavailable("The media has no track of the kind asked for.")
             raise UpstreamError("The media could not be converted.")
 
     def stderr_text(self) -> str:
