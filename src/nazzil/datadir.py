@@ -6,12 +6,12 @@ import logging
 import os
 import secrets
 import tempfile
-import threading
 from pathlib import Path
 
 from flask import Flask
 
 from . import settings
+from .state import once
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +27,9 @@ def _candidates(app: Flask) -> list[Path]:
     return [base / "nazzil", Path(tempfile.gettempdir()) / f"nazzil-{os.getuid()}"]
 
 
-_lock = threading.RLock()  # secret_key() asks data_dir() while holding it
-
-
 def data_dir(app: Flask) -> Path | None:
     """Return a writable data directory, creating it on first use; None if there is none."""
-    cache = app.extensions.setdefault("nazzil", {})
-    if "data_dir" in cache:
-        return cache["data_dir"]
-    with _lock:  # workers and requests may all ask first at once
-        if "data_dir" not in cache:
-            cache["data_dir"] = _find_data_dir(app)
-    return cache["data_dir"]
+    return once(app, "data_dir", lambda: _find_data_dir(app))
 
 
 def _find_data_dir(app: Flask) -> Path | None:
@@ -60,13 +51,7 @@ def _find_data_dir(app: Flask) -> Path | None:
 
 def secret_key(app: Flask) -> bytes:
     """Return the key that signs cookies: configured, kept in the data dir, or per-process."""
-    cache = app.extensions.setdefault("nazzil", {})
-    if "secret_key" in cache:
-        return cache["secret_key"]
-    with _lock:
-        if "secret_key" not in cache:
-            cache["secret_key"] = _find_secret_key(app)
-    return cache["secret_key"]
+    return once(app, "secret_key", lambda: _find_secret_key(app))
 
 
 def _find_secret_key(app: Flask) -> bytes:

@@ -18,13 +18,13 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from .datadir import data_dir
 from .errors import JobsDisabled
+from .state import once
 
 log = logging.getLogger(__name__)
 
 VERSION_TABLE = "nazzil_alembic_version"
 # A fixed key for PostgreSQL's advisory lock, so two processes never migrate at once.
 _MIGRATION_LOCK_KEY = 7_461_726_512
-_lock = threading.Lock()
 _migrate_lock = threading.Lock()
 
 
@@ -103,31 +103,24 @@ def _sqlite_events(engine: sa.Engine) -> None:
 
 def engine(app: Flask) -> sa.Engine:
     """Return the app's engine, created on first use."""
-    cache = app.extensions.setdefault("nazzil", {})
-    found = cache.get("db_engine")
-    if found is not None:
-        return found
-    with _lock:
-        if "db_engine" not in cache:
-            url = database_url(app)
-            if url.startswith("sqlite"):
-                made = sa.create_engine(
-                    url, connect_args={"timeout": 30, "check_same_thread": False}
-                )
-                _sqlite_events(made)
-            else:
-                made = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=20)
-            cache["db_engine"] = made
-            cache["db_sessionmaker"] = sessionmaker(made, expire_on_commit=False)
-            log.info("database: %s", made.url.render_as_string(hide_password=True))
-    return cache["db_engine"]
+    return once(app, "db_engine", lambda: _make_engine(app))
+
+
+def _make_engine(app: Flask) -> sa.Engine:
+    url = database_url(app)
+    if url.startswith("sqlite"):
+        made = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        _sqlite_events(made)
+    else:
+        made = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=20)
+    log.info("database: %s", made.url.render_as_string(hide_password=True))
+    return made
 
 
 @contextmanager
 def session(app: Flask) -> Iterator[Session]:
     """Open a session that commits when the block ends normally and rolls back otherwise."""
-    engine(app)
-    maker: sessionmaker[Session] = app.extensions["nazzil"]["db_sessionmaker"]
+    maker = once(app, "db_sessionmaker", lambda: sessionmaker(engine(app), expire_on_commit=False))
     with maker() as sess, sess.begin():
         yield sess
 

@@ -26,6 +26,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .mediainfo import title_of, to_media_info, usable
+from .state import once
 
 log = logging.getLogger(__name__)
 
@@ -522,14 +523,13 @@ def get_info(url: str, app: Flask | None = None) -> dict[str, Any]:
     config = app.config
     policy = netguard.policy_for(app)
     url = netguard.precheck(url, policy, int(config["NAZZIL_MAX_URL_LENGTH"]))
-    cache = app.extensions["nazzil"].get("preview_cache")
-    if cache is None:
-        cache = app.extensions["nazzil"].setdefault(
-            "preview_cache",
-            TTLCache(
-                int(config["NAZZIL_PREVIEW_CACHE_SIZE"]), float(config["NAZZIL_PREVIEW_CACHE_TTL"])
-            ),
-        )
+    cache = once(
+        app,
+        "preview_cache",
+        lambda: TTLCache(
+            int(config["NAZZIL_PREVIEW_CACHE_SIZE"]), float(config["NAZZIL_PREVIEW_CACHE_TTL"])
+        ),
+    )
     cached = cache.get(url)
     if cached is not None:
         return cached

@@ -18,6 +18,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from flask import Flask
 
 from .errors import BlockedAddress, InvalidURL, UpstreamError, UpstreamTimeout
+from .state import once
 
 log = logging.getLogger(__name__)
 
@@ -545,7 +546,4 @@ def fetch(
 
 def policy_for(app: Flask) -> Policy:
     """Return the app's address policy, built once from TRUSTED_HOSTS."""
-    cache = app.extensions.setdefault("nazzil", {})
-    if "policy" not in cache:
-        cache["policy"] = Policy.from_trusted(app.config["NAZZIL_TRUSTED_HOSTS"])
-    return cache["policy"]
+    return once(app, "policy", lambda: Policy.from_trusted(app.config["NAZZIL_TRUSTED_HOSTS"]))

@@ -21,41 +21,38 @@ from flask import Flask, g
 from . import db, download, jobs, netguard, storage
 from .datadir import data_dir
 from .errors import JobsDisabled, NazzilError
+from .state import once
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "download_job"
-_lock = threading.Lock()
 
 
 def get_huey(app: Flask) -> Any:
     """Return the app's Huey instance (Redis when REDIS_URL is set, else SQLite), made lazily."""
-    cache = app.extensions.setdefault("nazzil", {})
-    found = cache.get("huey")
-    if found is not None:
-        return found
-    with _lock:
-        if "huey" not in cache:
-            name = str(app.config.get("NAZZIL_QUEUE_NAME") or "nazzil")
-            url = str(app.config.get("NAZZIL_REDIS_URL") or "")
-            if url:
-                from huey import RedisHuey
+    return once(app, "huey", lambda: _make_huey(app))
 
-                huey = RedisHuey(name, url=url, results=False, blocking=True, read_timeout=1)
-            else:
-                from huey import SqliteHuey
 
-                root = data_dir(app)
-                if root is None:
-                    raise JobsDisabled("Jobs need a writable data directory or NAZZIL_REDIS_URL.")
-                huey = SqliteHuey(name, filename=str(root / "queue.db"), results=False, timeout=30)
+def _make_huey(app: Flask) -> Any:
+    name = str(app.config.get("NAZZIL_QUEUE_NAME") or "nazzil")
+    url = str(app.config.get("NAZZIL_REDIS_URL") or "")
+    if url:
+        from huey import RedisHuey
 
-            def download_job(job_id: str) -> None:
-                run_job(app, job_id)
+        huey = RedisHuey(name, url=url, results=False, blocking=True, read_timeout=1)
+    else:
+        from huey import SqliteHuey
 
-            cache["huey_task"] = huey.task(name=TASK_NAME)(download_job)
-            cache["huey"] = huey
-    return cache["huey"]
+        root = data_dir(app)
+        if root is None:
+            raise JobsDisabled("Jobs need a writable data directory or NAZZIL_REDIS_URL.")
+        huey = SqliteHuey(name, filename=str(root / "queue.db"), results=False, timeout=30)
+
+    def download_job(job_id: str) -> None:
+        run_job(app, job_id)
+
+    app.extensions["nazzil"]["huey_task"] = huey.task(name=TASK_NAME)(download_job)
+    return huey
 
 
 def enqueue(app: Flask, job_id: str) -> None:

@@ -8,7 +8,6 @@ import os
 import re
 import secrets
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +20,9 @@ from werkzeug.http import parse_range_header
 from .datadir import data_dir
 from .errors import JobsDisabled, NotFound, RangeNotSatisfiable
 from .names import content_disposition
+from .state import once
 
 log = logging.getLogger(__name__)
-_lock = threading.Lock()
 _EMPTY_SUFFIX = re.compile(r"\s*bytes\s*=\s*-\s*0+\s*", re.IGNORECASE)
 
 
@@ -199,23 +198,19 @@ class S3Storage:
 
 def get_storage(app: Flask) -> Storage:
     """Return the app's file store, made on first use."""
-    cache = app.extensions.setdefault("nazzil", {})
-    found = cache.get("storage")
-    if found is not None:
-        return found
-    with _lock:
-        if "storage" not in cache:
-            url = str(app.config.get("NAZZIL_STORAGE_URL") or "")
-            if url.startswith("s3://"):
-                cache["storage"] = S3Storage(url)
-            elif url:
-                raise JobsDisabled("NAZZIL_STORAGE_URL must be empty or s3://bucket/prefix.")
-            else:
-                root = data_dir(app)
-                if root is None:
-                    raise JobsDisabled("Jobs need a writable data directory.")
-                cache["storage"] = LocalStorage(root / "files")
-    return cache["storage"]
+    return once(app, "storage", lambda: _make_storage(app))
+
+
+def _make_storage(app: Flask) -> Storage:
+    url = str(app.config.get("NAZZIL_STORAGE_URL") or "")
+    if url.startswith("s3://"):
+        return S3Storage(url)
+    if url:
+        raise JobsDisabled("NAZZIL_STORAGE_URL must be empty or s3://bucket/prefix.")
+    root = data_dir(app)
+    if root is None:
+        raise JobsDisabled("Jobs need a writable data directory.")
+    return LocalStorage(root / "files")
 
 
 def work_root(app: Flask) -> Path:

@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from ..device import get_device_id
 from ..errors import NotFound
+from ..state import once
 from .jobs import require_jobs
 
 bp = Blueprint("job_events", __name__, url_prefix="/api/v1/jobs")
@@ -27,16 +28,13 @@ LIFETIME_SECONDS = 300.0
 # a few clients cannot take every thread. Beyond it a stream sends the job once and ends; the
 # EventSource reconnects after `retry` (the page falls back to polling), like a slow poll.
 STREAM_SHARE = 4
-_slots_lock = threading.Lock()
 
 
 def _slots(app: Flask) -> threading.BoundedSemaphore:
-    ext = app.extensions.setdefault("nazzil", {})
-    with _slots_lock:
-        if "event_slots" not in ext:
-            threads = int(app.config.get("NAZZIL_THREADS") or 32)
-            ext["event_slots"] = threading.BoundedSemaphore(max(1, threads // STREAM_SHARE))
-    return ext["event_slots"]
+    threads = int(app.config.get("NAZZIL_THREADS") or 32)
+    return once(
+        app, "event_slots", lambda: threading.BoundedSemaphore(max(1, threads // STREAM_SHARE))
+    )
 
 
 def _event(data: dict) -> str:
