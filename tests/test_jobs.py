@@ -137,17 +137,23 @@ class Jobs:
 
 
 def _start(config: dict, workers: int = 2) -> Jobs:
-    from nazzil import queue
+    from nazzil import db, queue
     from nazzil.app import create_app
 
     app = create_app(config)
-    return Jobs(app, queue.Runner(app, workers).start())
+    if workers:
+        return Jobs(app, queue.Runner(app, workers).start())
+    # No workers means no runner at all: its housekeeping thread would race the tests that
+    # play the housekeeper themselves (requeue_stale, clean).
+    db.ensure_schema(app)
+    return Jobs(app, None)
 
 
 def _stop(jobs: Jobs) -> None:
     from nazzil import db
 
-    jobs.runner.stop(10)
+    if jobs.runner is not None:
+        jobs.runner.stop(10)
     db.dispose(jobs.app)
 
 
