@@ -1,8 +1,8 @@
 """Languages of the page: Flask-Babel setup, the locale choice and its cookie, friendly errors.
 
-Flask-Babel (and Babel's locale data) is loaded when the first request arrives, not when the
-app is created: it costs about a tenth of a serverless cold start, and a health check or a
-static file never needs it.
+Flask-Babel (and Babel's locale data) is loaded by the first request in a language other than
+English, not when the app is created: it costs about a tenth of a serverless cold start, and
+English, the language of the msgids, needs no catalog.
 
 Catalogs live in translations/ (the compiled .mo files are committed, so an installed package
 needs no compile step); docs/translations.md has the pybabel commands. Numbers (durations,
@@ -16,15 +16,38 @@ import threading
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, has_request_context, request
+
+SOURCE_LANGUAGE = "en"  # the msgids are English: an English page needs no catalog
 
 
 def gettext(message: str, **variables: Any) -> str:
-    """Translate a message into the request's language (Flask-Babel, imported on first use)."""
+    """Translate a message into the request's language (Flask-Babel, imported when needed)."""
+    if current_language() == SOURCE_LANGUAGE:
+        return message % variables if variables else message
     _install_babel()
     from flask_babel import gettext as translate
 
     return translate(message, **variables)
+
+
+def _template_gettext(message: str) -> str:
+    # Jinja's newstyle gettext formats and escapes the result itself.
+    if current_language() == SOURCE_LANGUAGE:
+        return message
+    _install_babel()
+    from flask_babel import get_translations
+
+    return get_translations().ugettext(message)
+
+
+def _template_ngettext(singular: str, plural: str, n: int) -> str:
+    if current_language() == SOURCE_LANGUAGE:
+        return singular if n == 1 else plural
+    _install_babel()
+    from flask_babel import get_translations
+
+    return get_translations().ungettext(singular, plural, n)
 
 
 _ = gettext
@@ -109,11 +132,11 @@ def select_locale() -> str:
 
 def current_language() -> str:
     """Return the language code of this request ("en" or "ar")."""
-    _install_babel()
-    from flask_babel import get_locale
-
-    locale = get_locale()
-    return locale.language if locale is not None else "en"
+    if not has_request_context():
+        return SOURCE_LANGUAGE
+    if "lang" not in g:
+        g.lang = select_locale()
+    return g.lang
 
 
 def is_rtl() -> bool:
@@ -190,7 +213,7 @@ _install_lock = threading.Lock()
 
 
 def _install_babel() -> None:
-    """Install Flask-Babel on the first request (it only configures the app and Jinja)."""
+    """Install Flask-Babel on the first translated request (it configures the app and Jinja)."""
     app = current_app
     if "babel" in app.extensions:
         return
@@ -202,8 +225,11 @@ def _install_babel() -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Install Flask-Babel with nazzil's locale choice, the language cookie and template helpers."""
-    # Registered before every other before_request hook: error pages need the translations.
-    app.before_request(_install_babel)
+    """Set up translations (Flask-Babel on first need), the language cookie and template helpers."""
+    # Templates get _() at once; Flask-Babel replaces these callables when it is installed.
+    app.jinja_env.add_extension("jinja2.ext.i18n")
+    app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
+        _template_gettext, _template_ngettext, newstyle=True
+    )
     app.after_request(_remember_choice)
     app.context_processor(_template_context)
