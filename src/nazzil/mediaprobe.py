@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import struct
+from typing import Any
 from urllib.parse import urljoin
 
 from . import netguard
@@ -52,17 +53,18 @@ def read_range(
             return b"", None
         if resp.status == 200 and start:
             return b"", None  # no Range support: reading to an offset would mean everything
-        data = resp.read(length)
-        total = None
-        content_range = resp.getheader("Content-Range") or ""
-        m = re.search(r"/(\d+)$", content_range)
-        if m:
-            total = int(m.group(1))
-        elif resp.status == 200 and resp.getheader("Content-Length"):
-            total = int(resp.getheader("Content-Length"))
-        return data, total
+        return resp.read(length), total_size(resp)
     finally:
         resp.close()
+
+
+def total_size(resp: Any) -> int | None:
+    """The full size of the file behind a 200 or 206 response, when the site says it."""
+    if resp.status == 206:
+        m = re.search(r"/(\d+)\s*$", resp.getheader("Content-Range") or "")
+        return int(m.group(1)) if m else None
+    length = resp.getheader("Content-Length")
+    return int(length) if length and length.isdigit() else None
 
 
 def _mvhd_duration(payload: bytes) -> float | None:

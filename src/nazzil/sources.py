@@ -156,15 +156,6 @@ def read_chunk(resp: Any, size: int = CHUNK) -> bytes:
     return b"".join(parts)
 
 
-def total_size(resp: Any) -> int | None:
-    """The full size of the file behind a 200 or 206 response, when the site says it."""
-    if resp.status == 206:
-        m = re.search(r"/(\d+)\s*$", resp.getheader("Content-Range") or "")
-        return int(m.group(1)) if m else None
-    length = resp.getheader("Content-Length")
-    return int(length) if length and length.isdigit() else None
-
-
 def read_range(url: str, opts: Options, headers: dict[str, str], start: int, length: int) -> bytes:
     """Read exactly length bytes at start, or raise."""
     resp = open_url(url, opts, headers, start, length)
@@ -350,7 +341,7 @@ def _file_source(url: str, opts: Options, headers: dict[str, str]) -> Source:
     """A single file as ffmpeg input; an MP4 with its index at the end is reordered."""
     resp = open_url(url, opts, headers)
     try:
-        total = total_size(resp) if not resp.chunked else None
+        total = mediaprobe.total_size(resp) if not resp.chunked else None
         head = resp.read(mediaprobe.SNIFF_BYTES)
     finally:
         resp.close()

@@ -37,7 +37,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .formats import Choice
-from .mediaprobe import sniff
+from .mediaprobe import sniff, total_size
 from .names import content_disposition, safe_filename
 from .sources import (
     AUDIO_EXTS,
@@ -49,7 +49,6 @@ from .sources import (
     open_url,
     read_chunk,
     source_for,
-    total_size,
     upstream_headers,
 )
 
