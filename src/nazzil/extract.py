@@ -20,6 +20,7 @@ from . import mediaprobe, netguard
 from .cache import TTLCache
 from .errors import (
     BlockedAddress,
+    FormatUnavailable,
     NazzilError,
     UnsupportedURL,
     UpstreamError,
@@ -400,6 +401,11 @@ def classify(exc: BaseException) -> NazzilError:
     text = " ".join(str(item) for item in chain).lower()
     if netguard.AddressBlocked.MARK.lower() in text:
         return BlockedAddress()
+    if "requested format is not available" in text:
+        return FormatUnavailable()
+    if "unable to obtain file audio codec" in text:
+        # Only audio extraction asks; without ffprobe it means the file has no audio at all.
+        return FormatUnavailable("The media has no audio track.")
     if "timed out" in text or "timeout" in text:
         return UpstreamTimeout()
     if "unsupported url" in text or "no video formats" in text or "no media" in text:
@@ -597,7 +603,6 @@ def resolve(
 def _resolve(
     url: str, selector: str, config: dict[str, Any], policy: netguard.Policy
 ) -> dict[str, Any]:
-    from .errors import FormatUnavailable
 
     params = base_params(config)
     params["format"] = selector
@@ -608,8 +613,6 @@ def _resolve(
     except NazzilError:
         raise
     except Exception as exc:  # noqa: BLE001 - every yt-dlp failure is classified
-        if "requested format is not available" in str(exc).lower():
-            raise FormatUnavailable() from None
         raise classify(exc) from None
     if not info:
         raise UnsupportedURL()
@@ -650,8 +653,6 @@ def download(
     from pathlib import Path
 
     from yt_dlp.postprocessor.common import PostProcessor
-
-    from .errors import FormatUnavailable
 
     yt_dlp = yt_dlp_module()
     out_dir = Path(out_dir)
@@ -727,11 +728,6 @@ def download(
             raise raised[0] from None
         if isinstance(exc, NazzilError) or not isinstance(exc, Exception):
             raise
-        text = str(exc).lower()
-        if "requested format is not available" in text:
-            raise FormatUnavailable() from None
-        if choice.audio_format and "unable to obtain file audio codec" in text:
-            raise FormatUnavailable("The media has no audio track.") from None
         raise classify(exc) from None
     downloads = info.get("requested_downloads") or [] if info else []
     path = Path(downloads[0]["filepath"]) if downloads and downloads[0].get("filepath") else None
