@@ -21,33 +21,34 @@ from flask import Flask, Response, current_app, g, has_request_context, request
 SOURCE_LANGUAGE = "en"  # the msgids are English: an English page needs no catalog
 
 
+def _translations() -> Any:
+    """Flask-Babel's catalog for this request, or None in English (the msgids' language)."""
+    if current_language() == SOURCE_LANGUAGE:
+        return None
+    _install_babel()
+    from flask_babel import get_translations
+
+    return get_translations()
+
+
 def gettext(message: str, **variables: Any) -> str:
     """Translate a message into the request's language (Flask-Babel, imported when needed)."""
-    if current_language() == SOURCE_LANGUAGE:
-        return message % variables if variables else message
-    _install_babel()
-    from flask_babel import gettext as translate
-
-    return translate(message, **variables)
+    catalog = _translations()
+    text = catalog.ugettext(message) if catalog is not None else message
+    return text % variables if variables else text
 
 
 def _template_gettext(message: str) -> str:
     # Jinja's newstyle gettext formats and escapes the result itself.
-    if current_language() == SOURCE_LANGUAGE:
-        return message
-    _install_babel()
-    from flask_babel import get_translations
-
-    return get_translations().ugettext(message)
+    catalog = _translations()
+    return catalog.ugettext(message) if catalog is not None else message
 
 
 def _template_ngettext(singular: str, plural: str, n: int) -> str:
-    if current_language() == SOURCE_LANGUAGE:
+    catalog = _translations()
+    if catalog is None:
         return singular if n == 1 else plural
-    _install_babel()
-    from flask_babel import get_translations
-
-    return get_translations().ungettext(singular, plural, n)
+    return catalog.ungettext(singular, plural, n)
 
 
 _ = gettext
