@@ -87,7 +87,10 @@ def main() -> None:
             try:
                 # Warm up: imports yt-dlp and ffmpeg paths once, like a server that has run.
                 nazzil.run_jobs([server.url("sample.mp4?warmup")])
-                idle = status_kib(nazzil.proc.pid, "VmRSS")
+                # gunicorn's arbiter only watches its worker, which does all the work.
+                worker = nazzil.pid
+                arbiter = status_kib(nazzil.proc.pid, "VmRSS") if worker != nazzil.proc.pid else 0
+                idle = status_kib(worker, "VmRSS")
                 batch = [
                     (server.url(path + f"?n={n}"), body)
                     for n, (path, body) in ((n, MIX[n % len(MIX)]) for n in range(args.jobs))
@@ -108,7 +111,7 @@ def main() -> None:
                                 done[job_id] = job
                     time.sleep(0.05)
                 total = time.perf_counter() - started
-                peak = status_kib(nazzil.proc.pid, "VmHWM")
+                peak = status_kib(worker, "VmHWM")
             finally:
                 nazzil.stop()
             baseline = ytdlp_batch(batch, work / "ytdlp", args.workers)
@@ -123,6 +126,8 @@ def main() -> None:
         print(f"{'total seconds':32}{total:10.2f}{baseline:12.2f}")
         print(f"{'peak server RSS (VmHWM), MB':32}{peak / 1024:10.1f}")
         print(f"{'idle server RSS before, MB':32}{idle / 1024:10.1f}")
+        if arbiter:
+            print(f"{'  + gunicorn arbiter RSS, MB':32}{arbiter / 1024:10.1f}")
         print(
             f"finished {finished}/{len(ids)}, failed {len(failed)}, lost {lost}: "
             f"{'OK' if finished == len(ids) else 'MISSED'}"

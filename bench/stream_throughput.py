@@ -90,7 +90,7 @@ def start_server(media: MediaServer, workdir: Path) -> NazzilServer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the 300 MB comparison")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the 300 MB comparison")
     parser.add_argument("--keep", action="store_true", help="keep the big files")
     args = parser.parse_args()
 
@@ -119,23 +119,34 @@ def run(media: MediaServer, pid: int, port: int, rounds: int) -> None:
     base = rss_kib(pid)
 
     print("\n1. 300 MB progressive, alternating (MB/s, decimal)")
-    print(f"{'round':>5} {'curl direct':>12} {'via nazzil':>12} {'ratio':>7} {'nazzil CPU':>11}")
-    ratios, direct, via, cpu = [], [], [], []
+    print(
+        "   'first' streams a URL nazzil has not seen (a fresh query string: the whole "
+        "extraction runs);\n   'again' repeats it within NAZZIL_PREVIEW_CACHE_TTL (the formats "
+        "are remembered). Target on 'first'."
+    )
+    print(
+        f"{'round':>5} {'curl direct':>12} {'first':>8} {'ratio':>6} {'again':>8} {'ratio':>6}"
+        f" {'CPU first':>10}"
+    )
+    first, again, cpu = [], [], []
     for i in range(rounds):
-        t1, n1, _ = curl(media.url("f300.mp4"))
+        t0, n0, _ = curl(media.url("f300.mp4"))
+        fresh = f"f300.mp4?round={i}"
         c0 = cpu_seconds(pid)
-        t2, n2, status = curl(via_nazzil("f300.mp4"))
+        t1, n1, s1 = curl(via_nazzil(fresh))
         cpu.append(cpu_seconds(pid) - c0)
-        assert n1 == n2 == 300 * MB and status == "200", (n1, n2, status)
-        direct.append(n1 / t1 / MB)
-        via.append(n2 / t2 / MB)
-        ratios.append(via[-1] / direct[-1])
+        t2, n2, s2 = curl(via_nazzil(fresh))
+        assert n0 == n1 == n2 == 300 * MB and s1 == s2 == "200", (n0, n1, n2, s1, s2)
+        direct = n0 / t0 / MB
+        first.append(n1 / t1 / MB / direct)
+        again.append(n2 / t2 / MB / direct)
         print(
-            f"{i + 1:>5} {direct[-1]:>12.0f} {via[-1]:>12.0f} {ratios[-1]:>7.2f} {cpu[-1]:>10.2f}s"
+            f"{i + 1:>5} {direct:>12.0f} {n1 / t1 / MB:>8.0f} {first[-1]:>6.2f} "
+            f"{n2 / t2 / MB:>8.0f} {again[-1]:>6.2f} {cpu[-1]:>9.2f}s"
         )
     print(
-        f"median ratio {sorted(ratios)[len(ratios) // 2]:.2f}, best-of-{rounds} ratio "
-        f"{max(via) / max(direct):.2f} (target >= 0.80); nazzil CPU per GB "
+        f"median ratio: first {sorted(first)[len(first) // 2]:.2f} (target >= 0.80), again "
+        f"{sorted(again)[len(again) // 2]:.2f}; nazzil CPU per GB "
         f"{sorted(cpu)[len(cpu) // 2] / 0.3:.2f} s; load average {os.getloadavg()[0]:.1f}"
     )
 

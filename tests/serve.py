@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is pid (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 class NazzilServer:
@@ -71,8 +85,13 @@ class NazzilServer:
         """Start the process (appending to the log) and wait until `ready` answers 200."""
         self.work.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
+            # A session of its own, so kill() takes gunicorn's worker down with its arbiter.
             self.proc = subprocess.Popen(
-                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT
+                self.argv,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
@@ -88,9 +107,10 @@ class NazzilServer:
         raise RuntimeError(f"nazzil serve did not answer {self.ready}:\n{self.log_text()}")
 
     def kill(self) -> None:
-        """SIGKILL the process, as a crash would, and reap it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL every process of the server, as a crash would, and reap the first."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
     def stop(self) -> None:
@@ -101,12 +121,20 @@ class NazzilServer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # nothing of it may outlive a test
 
     @property
     def pid(self) -> int:
-        """The process id (for reading /proc/<pid>)."""
+        """The id of the process that answers requests (gunicorn's worker), for /proc/<pid>."""
         assert self.proc is not None, "the server is not started"
-        return self.proc.pid
+        workers = [
+            pid
+            for pid in _children(self.proc.pid)
+            if Path(f"/proc/{pid}/exe").resolve() == Path(f"/proc/{self.proc.pid}/exe").resolve()
+        ]
+        return workers[0] if len(workers) == 1 else self.proc.pid
 
     def url(self, path: str = "/") -> str:
         """The absolute URL of a path on this server."""

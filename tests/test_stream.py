@@ -225,6 +225,62 @@ def test_not_media_is_unsupported(client, media_server):
     assert error_of(resp) == "unsupported_url"
 
 
+@pytest.mark.parametrize("query", [{}, {"format": "audio"}], ids=["proxy", "ffmpeg"])
+@pytest.mark.parametrize("client_range", [None, "bytes=1000-"], ids=["whole", "resumed"])
+def test_a_direct_link_that_is_not_media_is_refused(
+    client, media_server, media_root, query, client_range
+):
+    """A zip served as video/mp4 is refused, also when a resume asks for its middle."""
+    (media_root / "not-media.mp4").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 800)
+    headers = {"Range": client_range} if client_range else {}
+    resp = client.get(
+        "/api/v1/stream",
+        query_string={"url": media_server.url("not-media.mp4"), **query},
+        headers=headers,
+        buffered=False,
+    )
+    assert resp.status_code == 422
+    # Said before ffmpeg starts: not whatever ffmpeg makes of a zip.
+    assert "not lead to a video or audio file" in resp.get_json()["error"]["message"]
+    assert error_of(resp) == "unsupported_url"
+
+
+def test_a_repeated_stream_reuses_the_formats(client, media_server, media_root):
+    """The second stream of a URL skips the extraction: one request upstream, not several."""
+    page = media_server.add_page("/again/page.html", video_page("/sample.mp4", "Again"))
+    expected = (media_root / "sample.mp4").read_bytes()
+    seen = []
+    for _ in range(2):
+        media_server.clear()
+        resp = get(client, url=page)
+        assert resp.status_code == 200
+        assert b"".join(resp.response) == expected
+        resp.close()
+        seen.append(media_server.paths())
+    assert "/again/page.html" in seen[0] and "/sample.mp4" in seen[0]
+    assert seen[1] == ["/sample.mp4"]
+
+
+def test_remembered_formats_that_went_stale_are_resolved_again(client, media_server, media_root):
+    """A remembered media link that now fails (an expired signature) is looked up afresh."""
+    data = (media_root / "sample.mp4").read_bytes()
+    media_server.add_page("/stale/v1.mp4", data, content_type="video/mp4")
+    page = media_server.add_page("/stale/page.html", video_page("/stale/v1.mp4", "Stale"))
+    resp = get(client, url=page)
+    assert b"".join(resp.response) == data
+    resp.close()
+    media_server.add_page("/stale/v1.mp4", b"expired", status=403, content_type="text/plain")
+    media_server.add_page("/stale/v2.mp4", data, content_type="video/mp4")
+    media_server.add_page("/stale/page.html", video_page("/stale/v2.mp4", "Stale"))
+    media_server.clear()
+    resp = get(client, url=page)
+    assert resp.status_code == 200
+    assert b"".join(resp.response) == data
+    resp.close()
+    paths = media_server.paths()
+    assert paths[:2] == ["/stale/v1.mp4", "/stale/page.html"] and paths[-1] == "/stale/v2.mp4"
+
+
 def test_encrypted_hls_is_refused(client, media_server, media_root):
     playlist = (media_root / "hls/240/index.m3u8").read_text()
     playlist = playlist.replace("#EXTINF", '#EXT-X-KEY:METHOD=AES-128,URI="key.bin"\n#EXTINF', 1)

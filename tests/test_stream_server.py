@@ -1,4 +1,4 @@
-"""/api/v1/stream through a real `nazzil serve` (waitress): disconnects and limits over HTTP."""
+"""/api/v1/stream through a real `nazzil serve`: disconnects and limits over HTTP."""
 
 from __future__ import annotations
 
@@ -174,7 +174,7 @@ def _warm_up(server: Server) -> tuple[int, list[str]]:
     resp = conn.getresponse()
     assert resp.status == 200 and resp.read()
     conn.close()
-    wait_for(lambda: not children_of(server.proc.pid), 5, "the warm-up ffmpeg to end")
+    wait_for(lambda: not children_of(server.pid), 5, "the warm-up ffmpeg to end")
     return server.threads(), server.files()
 
 
@@ -189,7 +189,7 @@ def test_hang_up_releases_everything(server, long_media, media_path, query, uses
     seen: dict[str, object] = {}
 
     def while_streaming() -> None:
-        seen["children"] = [name for _, name, _ in children_of(server.proc.pid)]
+        seen["children"] = [name for _, name, _ in children_of(server.pid)]
         seen["sockets"] = server.upstream_sockets()
 
     head = read_then_hang_up(
@@ -200,7 +200,7 @@ def test_hang_up_releases_everything(server, long_media, media_path, query, uses
     assert bool(seen["children"]) is uses_ffmpeg, seen
     took = wait_for(
         lambda: (
-            not children_of(server.proc.pid)
+            not children_of(server.pid)
             and server.upstream_sockets() == 0
             and not long_media._conns
             and server.threads() <= threads

@@ -47,38 +47,23 @@ def main() -> None:
 )
 @click.option("--port", default=None, type=int, help="Port to bind (default $PORT or 8000).")
 def serve(host: str | None, port: int | None) -> None:
-    """Run the production web server (waitress, threaded)."""
-    import waitress
+    """Run the production web server (gunicorn with threads; waitress on Windows)."""
+    from . import server
 
     _limit_malloc_arenas()
     app = _app()
     platform_port = os.environ.get("PORT")
     host = host or app.config["NAZZIL_HOST"] or ("0.0.0.0" if platform_port else "127.0.0.1")
     port = port or app.config["NAZZIL_PORT"] or int(platform_port or 8000)
-    for start in app.extensions["nazzil"].get("on_serve", []):
-        start(app)
+    try:
+        name = server.choose(app.config["NAZZIL_SERVER"])
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(
-        f"nazzil {__version__} on http://{host}:{port} ({app.config['NAZZIL_MODE']} mode)", err=True
+        f"nazzil {__version__} on http://{host}:{port} ({app.config['NAZZIL_MODE']} mode, {name})",
+        err=True,
     )
-    waitress.serve(
-        app,
-        host=host,
-        port=port,
-        threads=app.config["NAZZIL_THREADS"],
-        ident="nazzil",
-        # Keep streamed responses in memory and push back on the app instead of spooling to disk.
-        # A write blocks while a connection holds more than the watermark, and buffers rotate
-        # at it, so one buffer (watermark + one 256 KiB chunk) never reaches the overflow size
-        # at which waitress would move it to a temporary file. 1 MiB streams as fast as 4 MiB
-        # (bench/stream_throughput.py) and holds less per stream.
-        outbuf_overflow=8 * 1024 * 1024,
-        outbuf_high_watermark=1024 * 1024,
-        # Keep reading the socket during a response, so a client that hangs up is noticed
-        # (environ["waitress.client_disconnected"]) even while a stream waits for upstream.
-        channel_request_lookahead=1,
-        channel_timeout=300,
-        _quiet=True,
-    )
+    server.run(app, host, port, list(app.extensions["nazzil"].get("on_serve", [])))
 
 
 def _limit_malloc_arenas() -> None:

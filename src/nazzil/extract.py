@@ -51,6 +51,10 @@ def yt_dlp_module() -> Any:
     return _yt_dlp
 
 
+# Client TLS contexts shared by every YoutubeDL, keyed by (verify, legacy, system certs).
+_TLS_CONTEXTS: dict[tuple[bool, bool, bool], Any] = {}
+_TLS_LOCK = threading.Lock()
+
 _UNGUARDED = (
     "This media would be fetched by ffmpeg or another program outside nazzil's address "
     "guard, which is not allowed."
@@ -234,6 +238,18 @@ def _build_guarded_class(yt_dlp: Any) -> Any:
             kwargs["enable_file_urls"] = False
             super().__init__(**kwargs)
 
+        def _make_sslcontext(self, legacy_ssl_support: Any = None) -> Any:
+            # yt-dlp builds a context, and reads the whole CA bundle (~15 ms), for every
+            # YoutubeDL: share one per configuration, as contexts are thread-safe.
+            legacy = self.legacy_ssl_support if legacy_ssl_support is None else legacy_ssl_support
+            if self._client_cert:
+                return super()._make_sslcontext(legacy_ssl_support=legacy)
+            key = (bool(self.verify), bool(legacy), bool(self.prefer_system_certs))
+            with _TLS_LOCK:
+                if key not in _TLS_CONTEXTS:
+                    _TLS_CONTEXTS[key] = super()._make_sslcontext(legacy_ssl_support=legacy)
+                return _TLS_CONTEXTS[key]
+
         def _create_instance(self, proxies: Any, cookiejar: Any, legacy_ssl_support=None):  # noqa: ANN001
             opener = urllib.request.OpenerDirector()
             http_handler = GuardedHTTPHandler(
@@ -274,6 +290,13 @@ def _build_guarded_class(yt_dlp: Any) -> Any:
             """Drop formats the guard would refuse before any is chosen or fetched."""
             _drop_blocked_formats(info_dict, self.nazzil_policy, self._nazzil_verdicts)
             return super().process_video_result(info_dict, download=download)
+
+        def _forceprint(self, key: str, info_dict: Any) -> Any:
+            # yt-dlp renders format tables and a file name for --print on every extraction,
+            # printing or not (~1 ms each time); nazzil never prints.
+            if self.params.get("forceprint") or self.params.get("print_to_file"):
+                return super()._forceprint(key, info_dict)
+            return None if info_dict is None else {}
 
         def dl(self, name: str, info: dict, subtitle: bool = False, test: bool = False) -> Any:
             """Download with yt-dlp's own (guarded) downloaders only, never a subprocess."""
@@ -479,11 +502,8 @@ def _drop_blocked_formats(
 
 def _check_direct(info: dict[str, Any], policy: netguard.Policy, timeout: float) -> None:
     """Refuse a 'direct link' whose bytes are not media (yt-dlp accepts any 200)."""
-    if not info.get("direct"):
-        return
-    head, _ = mediaprobe.read_range(info["url"], policy, 0, mediaprobe.SNIFF_BYTES, timeout)
-    if mediaprobe.sniff(head) is None:
-        raise UnsupportedURL("The link does not lead to a video or audio file.")
+    if info.get("direct"):
+        mediaprobe.require_media(info["url"], policy, timeout)
 
 
 def within_deadline(
@@ -618,7 +638,8 @@ def _resolve(
         raise UnsupportedURL()
     info = _one_video(info, first_of_many=False)
     timeout = float(config.get("NAZZIL_FETCH_TIMEOUT") or 15)
-    _check_direct(info, policy, timeout)
+    # A direct link's first bytes are checked by the stream itself (stream.open_stream),
+    # from the response it sends on: no extra request before the first byte.
     if not info.get("duration") and config.get("NAZZIL_MAX_DURATION"):
         # Direct files and html5 pages carry no duration: read it, or the limit is skipped.
         _fill_durations(info, policy, timeout)
@@ -629,6 +650,7 @@ def _resolve(
         "id": str(info.get("id") or ""),
         "title": title_of(info, single_html5),
         "duration": float(duration) if isinstance(duration, (int, float)) else None,
+        "direct": bool(info.get("direct")),
         "formats": [_stream_format(fmt) for fmt in chosen],
     }
 

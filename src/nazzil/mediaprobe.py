@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from . import netguard
-from .errors import NazzilError
+from .errors import NazzilError, UnsupportedURL
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,13 @@ def read_range(
         return resp.read(length), total_size(resp)
     finally:
         resp.close()
+
+
+def require_media(url: str, policy: netguard.Policy, timeout: float) -> None:
+    """Refuse a link whose first bytes are not media (yt-dlp takes any 200 as a direct file)."""
+    head, _ = read_range(url, policy, 0, SNIFF_BYTES, timeout)
+    if sniff(head) is None:
+        raise UnsupportedURL("The link does not lead to a video or audio file.")
 
 
 def total_size(resp: Any) -> int | None:

@@ -194,6 +194,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("PORT", 0, "Port `nazzil serve` binds; 0 means $PORT or 8000.", int),
     Setting(
+        "SERVER",
+        "auto",
+        "Web server of `nazzil serve`: gunicorn, waitress, or auto (gunicorn, but waitress "
+        "on Windows).",
+    ),
+    Setting(
         "THREADS", 32, "Request threads of the production server (streams hold one each).", int
     ),
     Setting("LOG_LEVEL", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
@@ -213,7 +219,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "PREVIEW_CACHE_TTL",
         "300",
-        "Seconds a preview is remembered; 0 turns the cache off.",
+        "Seconds a preview, and the formats a stream chose, are remembered; 0 turns the "
+        "caches off.",
         parse_seconds,
     ),
     Setting("PREVIEW_CACHE_SIZE", 256, "How many previews are remembered.", int),

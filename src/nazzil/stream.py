@@ -15,7 +15,6 @@ import functools
 import http.client
 import logging
 import os
-import queue
 import re
 import select
 import subprocess
@@ -37,7 +36,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .formats import Choice
-from .mediaprobe import sniff, total_size
+from .mediaprobe import SNIFF_BYTES, require_media, sniff, total_size
 from .names import content_disposition, safe_filename
 from .sources import (
     AUDIO_EXTS,
@@ -147,7 +146,13 @@ def _check_limits(opts: Options, size: float | None, duration: float | None) -> 
 
 
 def _proxy(
-    fmt: dict[str, Any], opts: Options, name: str, client_range: str | None, if_range: str | None
+    fmt: dict[str, Any],
+    opts: Options,
+    name: str,
+    client_range: str | None,
+    if_range: str | None,
+    *,
+    direct: bool = False,
 ) -> Stream:
     """Pass one file through as it arrives, with its length and the client's Range."""
     extra: dict[str, str] = {}
@@ -163,6 +168,12 @@ def _proxy(
         resp.close()
         raise
     partial = resp.status == 206 and "Range" in extra
+    if partial and direct:
+        try:  # a resumed direct link: its start is not in this response, so ask for it
+            require_media(fmt["url"], opts.policy, opts.timeout)
+        except BaseException:
+            resp.close()
+            raise
     headers = _download_headers(name, _content_type(resp.getheader("Content-Type"), name))
     length = resp.getheader("Content-Length")
     if length and length.isdigit() and not resp.chunked:
@@ -175,97 +186,68 @@ def _proxy(
         if resp.getheader(key):
             headers[key] = resp.getheader(key)
     limit = opts.max_bytes if "Content-Length" not in headers else 0
-    ahead = Prefetch(resp)
-    first: bytes | None = None  # read ahead to check it; None when nothing was
+
+    def read() -> bytes:
+        try:
+            return read_chunk(resp)
+        except Exception as exc:  # noqa: BLE001 - any failure of the site ends the stream
+            log.warning("stream ended early: %r", exc)
+            raise StreamAborted("upstream failed") from exc
+
+    def close() -> None:
+        abort(resp)
+        resp.close()
+
+    first = b""
     if not partial:
         # A page's <video src> is not checked at preview: it may lead to an empty file or
-        # to a web page (a login, an error) answered with 200. Refuse it before the headers.
+        # to a web page (a login, an error) answered with 200. Refuse it before the headers;
+        # a direct link must also start like media (yt-dlp takes any 200 with a video type).
         try:
-            first = ahead.get()
-            _check_media_start(first)
+            first = read()
+            while direct and sniff(first) is None and 0 < len(first) < SNIFF_BYTES:
+                more = read()
+                if not more:
+                    break
+                first += more
+            _check_media_start(first, strict=direct)
         except BaseException as exc:
-            ahead.close()
+            close()
             if isinstance(exc, StreamAborted):
                 raise UpstreamError("The site stopped sending the media.") from None
             raise
 
     def chunks() -> Iterator[bytes]:
+        # Read in the thread that sends: the server writes each chunk to the client socket
+        # before asking for the next, and the kernel's socket buffers keep both sides busy.
         sent = 0
-        pending = first
+        data = first
         while True:
-            data, pending = (ahead.get() if pending is None else pending), None
+            if data:
+                if limit and sent + len(data) > limit:
+                    if limit > sent:
+                        yield data[: limit - sent]
+                    log.warning("stream cut after %d bytes: over NAZZIL_MAX_FILESIZE", limit)
+                    raise StreamAborted("over the size limit")
+                sent += len(data)
+                yield data
+            data = read()
             if not data:
                 break
-            if limit and sent + len(data) > limit:
-                if limit > sent:
-                    yield data[: limit - sent]
-                log.warning("stream cut after %d bytes: over NAZZIL_MAX_FILESIZE", limit)
-                raise StreamAborted("over the size limit")
-            sent += len(data)
-            yield data
         if resp.length:  # the site promised more than it sent
             raise StreamAborted(f"upstream ended {resp.length} bytes early")
 
-    return Stream(206 if partial else 200, headers, Body(chunks(), ahead.close))
+    return Stream(206 if partial else 200, headers, Body(chunks(), close))
 
 
-def _check_media_start(head: bytes) -> None:
-    """Refuse a file that is empty or is a web page instead of media."""
+def _check_media_start(head: bytes, strict: bool = False) -> None:
+    """Refuse a file that is empty or is a web page instead of media (or, strict, not media)."""
     if not head:
         raise UnsupportedURL("The link leads to an empty file, not a video or audio file.")
+    if strict and sniff(head) is None:
+        raise UnsupportedURL("The link does not lead to a video or audio file.")
     if sniff(head) is None and head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"<", b"{"):
         raise UnsupportedURL("The link leads to a web page, not a video or audio file.")
-
-
-class Prefetch:
-    """Read a response in a thread of its own, a few chunks ahead of the client.
-
-    Receiving from the site and sending to the client then overlap instead of taking turns
-    in one thread; the bounded queue keeps the back-pressure (at most depth chunks ahead).
-    """
-
-    def __init__(self, resp: Any, depth: int = 4) -> None:
-        self.resp = resp
-        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nazzil-prefetch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                data = read_chunk(self.resp)
-                self._put(data)
-                if not data:
-                    return
-        except Exception as exc:  # noqa: BLE001 - handed to the reading thread
-            self._put(exc)
-
-    def _put(self, item: bytes | BaseException) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def get(self) -> bytes:
-        """The next chunk, b"" at the end; raises StreamAborted when the site failed."""
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            log.warning("stream ended early: %r", item)
-            raise StreamAborted("upstream failed") from item
-        return item
-
-    def close(self) -> None:
-        """Stop reading, wake the thread if it waits for the site, and close the response."""
-        self._stop.set()
-        abort(self.resp)
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._queue.get_nowait()  # frees a put() waiting for room
-        self._thread.join(timeout=2)
-        self.resp.close()
 
 
 def _download_headers(name: str, content_type: str) -> dict[str, str]:
@@ -645,9 +627,10 @@ def open_stream(
     sizes = [f.get("filesize") or f.get("filesize_approx") for f in formats]
     size = sum(sizes) if all(isinstance(n, (int, float)) for n in sizes) else None
     _check_limits(opts, size, info.get("duration"))
+    direct = bool(info.get("direct"))
     if _passthrough(formats, choice):
         name = safe_filename(info.get("title"), formats[0].get("ext") or "mp4")
-        return _proxy(formats[0], opts, name, client_range, if_range)
+        return _proxy(formats[0], opts, name, client_range, if_range, direct=direct)
     sources = [source_for(fmt, opts) for fmt in formats]
     for source in sources:
         for host in {netguard.host_port(p.url) for p in source.pieces if p.url}:

@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from ..device import get_device_id
 from ..errors import NotFound
+from ..server import client_gone
 from ..state import once
 from .jobs import require_jobs
 
@@ -96,9 +97,8 @@ def events(job_id: str) -> Response:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     device = get_device_id()
     first = jobs.to_json(jobs.get(app, job_id, device))
-    gone = request.environ.get("waitress.client_disconnected")
     return Response(
-        stream(app, job_id, device, first, gone if callable(gone) else None),
+        stream(app, job_id, device, first, client_gone(request.environ)),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

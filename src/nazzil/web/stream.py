@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 
 from .. import netguard
-from ..errors import InvalidRequest
+from ..cache import TTLCache
+from ..errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from ..formats import choose
+from ..server import client_gone
+from ..state import once
 
 bp = Blueprint("stream", __name__)
+
+
+def _resolved(app: Flask) -> TTLCache:
+    # What a URL resolved to, for a while: a player's Range requests, a resumed download or
+    # a second device would otherwise each pay a whole extraction before the first byte.
+    config = app.config
+    return once(
+        app,
+        "resolve_cache",
+        lambda: TTLCache(
+            int(config["NAZZIL_PREVIEW_CACHE_SIZE"]), float(config["NAZZIL_PREVIEW_CACHE_TTL"])
+        ),
+    )
 
 
 @bp.get("/api/v1/stream")
@@ -29,21 +46,38 @@ def download() -> Response:
     policy = netguard.policy_for(app)
     url = netguard.precheck(url, policy, int(config["NAZZIL_MAX_URL_LENGTH"]))
     started = time.perf_counter()
-    info = extract.resolve(url, choice.selector, config, policy)
-    result = stream.open_stream(
-        info,
-        choice,
-        stream.Options.from_config(config, policy),
-        client_range=request.headers.get("Range"),
-        if_range=request.headers.get("If-Range"),
-        # waitress sets this when channel_request_lookahead > 0 (see cli.py serve).
-        disconnected=request.environ.get("waitress.client_disconnected"),
-    )
+    cache, key = _resolved(app), f"{choice.selector}\n{url}"
+    info: Any = cache.get(key)
+    cached = info is not None
+
+    def start(info: Any) -> Any:
+        return stream.open_stream(
+            info,
+            choice,
+            stream.Options.from_config(config, policy),
+            client_range=request.headers.get("Range"),
+            if_range=request.headers.get("If-Range"),
+            disconnected=client_gone(request.environ),
+        )
+
+    if not cached:
+        info = extract.resolve(url, choice.selector, config, policy)
+    try:
+        result = start(info)
+    except (UpstreamError, UpstreamTimeout):
+        if not cached:
+            raise
+        # The site may have moved on (signed links expire): ask it afresh, once.
+        cache.put(key, None)
+        info, cached = extract.resolve(url, choice.selector, config, policy), False
+        result = start(info)
+    cache.put(key, info)
     current_app.logger.info(
-        "stream %s: %s ready in %.0f ms",
+        "stream %s: %s ready in %.0f ms%s",
         choice.format,
         result.headers.get("Content-Type"),
         (time.perf_counter() - started) * 1000,
+        " (formats remembered)" if cached else "",
     )
     return Response(
         result.body, status=result.status, headers=result.headers, direct_passthrough=True

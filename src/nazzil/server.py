@@ -1,0 +1,162 @@
+"""The production HTTP server of `nazzil serve`: gunicorn (threads) on POSIX, else waitress."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+log = logging.getLogger(__name__)
+
+# A response whose client takes no data for this long is cut (and its thread freed).
+SEND_TIMEOUT = 300.0
+SERVERS = ("auto", "gunicorn", "waitress")
+
+
+def choose(setting: str) -> str:
+    """The server NAZZIL_SERVER names; 'auto' is gunicorn where it runs (not on Windows)."""
+    name = (setting or "auto").strip().lower()
+    if name not in SERVERS:
+        raise ValueError(f"NAZZIL_SERVER must be one of {', '.join(SERVERS)}, not {setting!r}")
+    if name == "auto":
+        return "waitress" if sys.platform == "win32" else "gunicorn"
+    return name
+
+
+def run(app: Flask, host: str, port: int, on_start: list[Callable[[Flask], Any]]) -> None:
+    """Serve app until stopped; on_start runs in the process that answers requests."""
+    name = choose(app.config["NAZZIL_SERVER"])
+    log.debug("server: %s", name)
+    if name == "gunicorn":
+        _run_gunicorn(app, host, port, on_start)
+    else:
+        _run_waitress(app, host, port, on_start)
+
+
+def client_gone(environ: dict[str, Any]) -> Callable[[], bool] | None:
+    """A callable that tells whether the client has hung up, where the server lets us ask."""
+    gone = environ.get("waitress.client_disconnected")  # channel_request_lookahead > 0
+    if callable(gone):
+        return gone
+    sock = environ.get("gunicorn.socket")
+    return _hung_up(sock) if isinstance(sock, socket.socket) else None
+
+
+def _hung_up(sock: socket.socket) -> Callable[[], bool]:
+    def gone() -> bool:
+        # Readable with nothing to read is an orderly close; a pipelined request is not.
+        try:
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(sock, select.POLLIN)
+                events = poller.poll(0)
+                if not events:
+                    return False
+                if events[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    return True
+            elif not select.select([sock], [], [], 0)[0]:
+                return False
+            return not sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):
+            return True
+
+    return gone
+
+
+# ------------------------------------------------------------------ gunicorn
+
+
+def _run_gunicorn(app: Flask, host: str, port: int, on_start: list[Callable[[Flask], Any]]) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    config = app.config
+    settings: dict[str, Any] = {
+        "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
+        # One process with threads: streams and jobs share its memory, and the embedded job
+        # workers run in it (started after the fork, as threads do not survive one).
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": int(config["NAZZIL_THREADS"]),
+        "worker_connections": max(1000, int(config["NAZZIL_THREADS"]) * 4),
+        "timeout": 120,
+        # Platforms send SIGKILL some 10 to 30 s after SIGTERM: leave time for the jobs'
+        # hand-back (queue.start_embedded) within the shortest of them.
+        "graceful_timeout": 8,
+        "keepalive": 5,
+        # /api/v1/info?url=... carries a percent-encoded URL of up to NAZZIL_MAX_URL_LENGTH.
+        "limit_request_line": 0,
+        "limit_request_field_size": 16384,
+        # Forwarded headers are nazzil's to judge (NAZZIL_PROXY_HOPS), not the server's.
+        "forwarded_allow_ips": "",
+        "proc_name": "nazzil",
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "sendfile": False,
+        "control_socket_disable": True,  # else gunicorn opens a socket under $HOME
+        "post_worker_init": lambda worker: [start(app) for start in on_start],
+    }
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            known = self.cfg.settings
+            for key, value in settings.items():
+                if key in known:  # settings differ between gunicorn releases
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return _GunicornApp(app)
+
+    Server().run()
+
+
+class _GunicornApp:
+    """Give each request's socket a send timeout, as waitress's channel_timeout does."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        sock = environ.get("gunicorn.socket")
+        if isinstance(sock, socket.socket):
+            # A client that stops reading would otherwise hold a thread (and an upstream
+            # connection, or an ffmpeg) for ever in sendall().
+            with contextlib.suppress(OSError):
+                sock.settimeout(SEND_TIMEOUT)
+        return self.app(environ, start_response)
+
+
+# ------------------------------------------------------------------ waitress
+
+
+def _run_waitress(app: Flask, host: str, port: int, on_start: list[Callable[[Flask], Any]]) -> None:
+    import waitress
+
+    for start in on_start:
+        start(app)
+    server = waitress.create_server(
+        app,
+        host=host,
+        port=port,
+        threads=app.config["NAZZIL_THREADS"],
+        ident="nazzil",
+        # Keep streamed responses in memory and push back on the app instead of spooling to disk.
+        # A write blocks while a connection holds more than the watermark, and buffers rotate
+        # at it, so one buffer (watermark + one 256 KiB chunk) never reaches the overflow size
+        # at which waitress would move it to a temporary file.
+        outbuf_overflow=8 * 1024 * 1024,
+        outbuf_high_watermark=1024 * 1024,
+        # Keep reading the socket during a response, so a client that hangs up is noticed
+        # (environ["waitress.client_disconnected"]) even while a stream waits for upstream.
+        channel_request_lookahead=1,
+        channel_timeout=int(SEND_TIMEOUT),
+    )
+    server.run()
