@@ -30,7 +30,7 @@ response = api.index.app.test_client().get("/")
 elapsed = time.perf_counter() - started
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {
     "yt_dlp", "sqlalchemy", "alembic", "huey", "redis", "psycopg", "boto3", "botocore",
-    "imageio_ffmpeg", "waitress", "limits", "flask_limiter", "babel", "flask_babel"})
+    "imageio_ffmpeg", "waitress", "gunicorn", "limits", "flask_limiter", "babel", "flask_babel"})
 print(json.dumps({"status": response.status_code, "seconds": elapsed, "import": imported,
                   "yt_dlp": "yt_dlp" in sys.modules, "heavy": heavy,
                   "modules": len(sys.modules)}))

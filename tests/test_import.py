@@ -73,7 +73,7 @@ print(json.dumps({
     "yt_dlp": "yt_dlp" in sys.modules,
     "heavy": sorted({m.split(".")[0] for m in sys.modules} & {
         "yt_dlp", "sqlalchemy", "alembic", "huey", "redis", "psycopg", "boto3", "botocore",
-        "imageio_ffmpeg", "waitress"}),
+        "imageio_ffmpeg", "waitress", "gunicorn"}),
 }))
 """
 )

@@ -97,6 +97,29 @@ def test_killed_server_finishes_every_job_after_restart(
         restarted.stop()
 
 
+@pytest.mark.parametrize("server_name", ["gunicorn", "waitress"])
+def test_sigterm_hands_running_jobs_back(
+    config: dict, slow: MediaServer, tmp_path: Path, server_name: str
+) -> None:
+    """A platform's SIGTERM stops `nazzil serve` cleanly: the running job goes back to queued."""
+    env = {**_env(config), "NAZZIL_SERVER": server_name}
+    server = NazzilServer(tmp_path, env, clean_env=True).start()
+    try:
+        assert f"mode, {server_name})" in server.log_text()
+        job_id = server.call("POST", "/api/v1/jobs", {"url": slow.url("slow/sample.mp4")})[1]["id"]
+        _wait(server, [job_id], lambda j: (j["progress"]["downloaded_bytes"] or 0) > 0, 20)
+        assert server.proc is not None
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(15) == 0
+        took = time.monotonic() - started
+    finally:
+        server.kill()
+    assert _statuses(Path(config["DATA_DIR"]), [job_id]) == ["queued"]
+    assert took < 10, took
+    assert list((Path(config["DATA_DIR"]) / "tmp").glob("*")) == []
+
+
 def test_worker_process_runs_jobs_queued_by_a_web_node(
     config: dict, media_server: MediaServer, tmp_path: Path
 ) -> None:

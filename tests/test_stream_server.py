@@ -125,10 +125,13 @@ class Server(NazzilServer):
         return sorted(str(p) for d in (self.data, self.tmp) for p in d.rglob("*"))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, long_media) -> Iterator[Server]:
-    """`nazzil serve` with no size limit, trusting the long-media server."""
-    srv = Server(tmp_path_factory.mktemp("serve"), long_media, MAX_FILESIZE="0")
+@pytest.fixture(scope="module", params=["gunicorn", "waitress"])
+def server(request, tmp_path_factory, long_media) -> Iterator[Server]:
+    """`nazzil serve` with no size limit, trusting the long-media server, on each server."""
+    srv = Server(
+        tmp_path_factory.mktemp("serve"), long_media, MAX_FILESIZE="0", SERVER=request.param
+    )
+    assert f"mode, {request.param})" in srv.log_text(), "the banner names the server"
     try:
         yield srv
     finally:

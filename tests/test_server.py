@@ -1,0 +1,70 @@
+"""The production server glue: choosing gunicorn or waitress, and telling a hang-up."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any
+
+import pytest
+
+from nazzil import server
+
+
+def test_choose() -> None:
+    auto = "waitress" if sys.platform == "win32" else "gunicorn"
+    assert server.choose("auto") == server.choose("") == auto
+    assert server.choose(" Waitress ") == "waitress"
+    assert server.choose("gunicorn") == "gunicorn"
+    with pytest.raises(ValueError, match="NAZZIL_SERVER"):
+        server.choose("uwsgi")
+
+
+def test_serve_refuses_an_unknown_server(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from nazzil.cli import main
+
+    env = {"NAZZIL_SERVER": "uwsgi", "NAZZIL_DATA_DIR": str(tmp_path)}
+    result = CliRunner().invoke(main, ["serve", "--port", "1"], env=env)
+    assert result.exit_code == 1
+    assert "NAZZIL_SERVER must be one of auto, gunicorn, waitress" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_client_gone_under_gunicorn_peeks_at_the_socket() -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        gone = server.client_gone({"gunicorn.socket": ours})
+        assert gone is not None and gone() is False
+        theirs.sendall(b"GET /next HTTP/1.1\r\n")  # a pipelined request is not a hang-up
+        assert gone() is False
+        assert ours.recv(100)  # the server would read it later; the peek left it there
+        theirs.close()
+        assert gone() is True
+    finally:
+        ours.close()
+
+
+def test_client_gone_under_waitress_is_waitress_own() -> None:
+    def waitress_says() -> bool:
+        return True
+
+    assert server.client_gone({"waitress.client_disconnected": waitress_says}) is waitress_says
+    assert server.client_gone({}) is None
+
+
+def test_gunicorn_requests_get_a_send_timeout() -> None:
+    seen: dict[str, Any] = {}
+
+    def app(environ: dict, start_response: Any) -> list[bytes]:
+        seen["timeout"] = environ["gunicorn.socket"].gettimeout()
+        return [b"ok"]
+
+    ours, theirs = socket.socketpair()
+    try:
+        assert server._GunicornApp(app)({"gunicorn.socket": ours}, None) == [b"ok"]  # type: ignore[arg-type]
+    finally:
+        ours.close()
+        theirs.close()
+    assert seen["timeout"] == server.SEND_TIMEOUT
