@@ -59,8 +59,9 @@ def serve(host: str | None, port: int | None) -> None:
         name = server.choose(app.config["NAZZIL_SERVER"])
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    where = f"[{host}]" if ":" in host else host
     click.echo(
-        f"nazzil {__version__} on http://{host}:{port} ({app.config['NAZZIL_MODE']} mode, {name})",
+        f"nazzil {__version__} on http://{where}:{port} ({app.config['NAZZIL_MODE']} mode, {name})",
         err=True,
     )
     server.run(app, host, port, list(app.extensions["nazzil"].get("on_serve", [])))
