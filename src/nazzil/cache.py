@@ -37,3 +37,8 @@ class TTLCache:
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
+
+    def pop(self, key: str) -> None:
+        """Forget a value."""
+        with self._lock:
+            self._data.pop(key, None)

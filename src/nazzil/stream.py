@@ -244,10 +244,12 @@ def _check_media_start(head: bytes, strict: bool = False) -> None:
     """Refuse a file that is empty or is a web page instead of media (or, strict, not media)."""
     if not head:
         raise UnsupportedURL("The link leads to an empty file, not a video or audio file.")
-    if strict and sniff(head) is None:
-        raise UnsupportedURL("The link does not lead to a video or audio file.")
-    if sniff(head) is None and head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"<", b"{"):
+    if sniff(head) is not None:
+        return
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"<", b"{"):
         raise UnsupportedURL("The link leads to a web page, not a video or audio file.")
+    if strict:
+        raise UnsupportedURL("The link does not lead to a video or audio file.")
 
 
 def _download_headers(name: str, content_type: str) -> dict[str, str]:

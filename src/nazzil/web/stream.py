@@ -68,7 +68,7 @@ def download() -> Response:
         if not cached:
             raise
         # The site may have moved on (signed links expire): ask it afresh, once.
-        cache.put(key, None)
+        cache.pop(key)
         info, cached = extract.resolve(url, choice.selector, config, policy), False
         result = start(info)
     cache.put(key, info)
