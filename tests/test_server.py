@@ -68,3 +68,34 @@ def test_gunicorn_requests_get_a_send_timeout() -> None:
         ours.close()
         theirs.close()
     assert seen["timeout"] == server.SEND_TIMEOUT
+
+
+@pytest.mark.parametrize("server_name", ["gunicorn", "waitress"])
+def test_clients_that_trickle_headers_cannot_take_every_thread(tmp_path, server_name) -> None:
+    """Slowloris: more half-sent requests than threads; a normal request is still answered."""
+    import time
+    import urllib.request
+
+    from tests.serve import NazzilServer
+
+    env = {"NAZZIL_SERVER": server_name, "NAZZIL_THREADS": "2", "NAZZIL_HEADER_TIMEOUT": "1",
+           "NAZZIL_WORKERS": "0"}  # fmt: skip
+    with NazzilServer(tmp_path, env) as srv:
+        slow = []
+        for _ in range(6):
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the end
+            slow.append(sock)
+        try:
+            started = time.monotonic()
+            with urllib.request.urlopen(srv.url("/healthz"), timeout=20) as resp:
+                assert resp.status == 200
+            took = time.monotonic() - started
+            if server_name == "gunicorn":
+                # Each half-sent request held a thread for at most its 1 s header deadline,
+                # and is then closed by the server.
+                assert all(sock.recv(100) == b"" for sock in slow[:2])
+        finally:
+            for sock in slow:
+                sock.close()
+    assert took < 10, took

@@ -7,6 +7,8 @@ import logging
 import select
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +107,9 @@ def _run_gunicorn(app: Flask, host: str, port: int, on_start: list[Callable[[Fla
         "post_worker_init": lambda worker: [start(app) for start in on_start],
     }
 
+    deadlines = _HeaderDeadlines(float(config["NAZZIL_HEADER_TIMEOUT"]))
+    settings["worker_class"] = _worker_class(deadlines)
+
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             known = self.cfg.settings
@@ -113,25 +118,90 @@ def _run_gunicorn(app: Flask, host: str, port: int, on_start: list[Callable[[Fla
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return _GunicornApp(app)
+            return _GunicornApp(app, deadlines)
 
     Server().run()
 
 
 class _GunicornApp:
-    """Give each request's socket a send timeout, as waitress's channel_timeout does."""
+    """The app, told when a request's headers are in; responses get a send timeout."""
 
-    def __init__(self, app: Flask) -> None:
-        self.app = app
+    def __init__(self, app: Any, deadlines: _HeaderDeadlines | None = None) -> None:
+        self.app, self.deadlines = app, deadlines
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         sock = environ.get("gunicorn.socket")
         if isinstance(sock, socket.socket):
+            if self.deadlines is not None:
+                self.deadlines.done(sock)
             # A client that stops reading would otherwise hold a thread (and an upstream
             # connection, or an ffmpeg) for ever in sendall().
             with contextlib.suppress(OSError):
                 sock.settimeout(SEND_TIMEOUT)
         return self.app(environ, start_response)
+
+
+class _HeaderDeadlines:
+    """Cut connections whose request headers take too long (slowloris).
+
+    gunicorn's threaded worker reads a request's headers in a pool thread, blocking, with no
+    time limit: a few clients sending a byte now and then would hold every thread. Each
+    handling is given a deadline; the app clears it once the headers are in, and a watchdog
+    shuts down the sockets still reading headers past theirs.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._due: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+
+    def start(self, sock: socket.socket) -> None:
+        """Give sock's next request headers `seconds` to arrive."""
+        if self.seconds <= 0:
+            return
+        with self._lock:
+            self._due[sock] = time.monotonic() + self.seconds
+            if self._watchdog is None:  # started in the worker, after gunicorn's fork
+                self._watchdog = threading.Thread(
+                    target=self._watch, name="nazzil-header-deadlines", daemon=True
+                )
+                self._watchdog.start()
+
+    def done(self, sock: socket.socket) -> None:
+        """The headers are in (or the connection is no longer being read)."""
+        with self._lock:
+            self._due.pop(sock, None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.seconds / 4))
+            now = time.monotonic()
+            with self._lock:
+                late = [sock for sock, due in self._due.items() if due < now]
+                for sock in late:
+                    del self._due[sock]
+            for sock in late:
+                log.info("closing a connection whose request headers took over %gs", self.seconds)
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read: no more data
+
+
+def _worker_class(deadlines: _HeaderDeadlines) -> type:
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class Worker(ThreadWorker):  # type: ignore[misc]
+        """gunicorn's threaded worker, with a time limit on request headers."""
+
+        def handle(self, conn: Any) -> Any:
+            sock = conn.sock
+            deadlines.start(sock)
+            try:
+                return super().handle(conn)
+            finally:
+                deadlines.done(sock)
+
+    return Worker
 
 
 # ------------------------------------------------------------------ waitress

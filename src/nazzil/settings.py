@@ -200,6 +200,13 @@ SETTINGS: tuple[Setting, ...] = (
         "on Windows).",
     ),
     Setting(
+        "HEADER_TIMEOUT",
+        "10",
+        "Seconds a client may take to send a request's headers before gunicorn's connection "
+        "is closed (against slowloris); 0 for no limit.",
+        parse_seconds,
+    ),
+    Setting(
         "THREADS", 32, "Request threads of the production server (streams hold one each).", int
     ),
     Setting("LOG_LEVEL", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
