@@ -78,13 +78,19 @@ def test_clients_that_trickle_headers_cannot_take_every_thread(tmp_path, server_
 
     from tests.serve import NazzilServer
 
-    env = {"NAZZIL_SERVER": server_name, "NAZZIL_THREADS": "2", "NAZZIL_HEADER_TIMEOUT": "1",
+    env = {"NAZZIL_SERVER": server_name, "NAZZIL_THREADS": "2", "NAZZIL_READ_TIMEOUT": "1",
            "NAZZIL_WORKERS": "0"}  # fmt: skip
     with NazzilServer(tmp_path, env) as srv:
         slow = []
-        for _ in range(6):
+        for n in range(6):
             sock = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the end
+            if n % 2:  # headers, and never their end
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            else:  # a whole head, and a tenth of the body it announces
+                sock.sendall(
+                    b"POST /api/v1/info HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"url":'
+                )
             slow.append(sock)
         try:
             started = time.monotonic()
@@ -95,7 +101,36 @@ def test_clients_that_trickle_headers_cannot_take_every_thread(tmp_path, server_
                 # Each half-sent request held a thread for at most its 1 s header deadline,
                 # and is then closed by the server.
                 assert all(sock.recv(100) == b"" for sock in slow[:2])
+                assert "closing a connection whose request took over 1s" in srv.log_text()
         finally:
             for sock in slow:
                 sock.close()
     assert took < 10, took
+
+
+def test_request_bodies_arrive_whole_under_gunicorn(tmp_path) -> None:
+    """Bodies read ahead for the app: Content-Length, chunked, and chunked over MAX_BODY."""
+    import http.client
+    import json
+
+    from tests.serve import NazzilServer
+
+    env = {"NAZZIL_SERVER": "gunicorn", "NAZZIL_WORKERS": "0", "NAZZIL_MAX_BODY": "1K"}
+    with NazzilServer(tmp_path, env) as srv:
+        body = json.dumps({"url": "ftp://not-fetched.invalid/x"}).encode()
+
+        def post(data: bytes, chunked: bool) -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            headers = {"Content-Type": "application/json"}
+            payload: Any = iter([data[:5], data[5:]]) if chunked else data
+            conn.request("POST", "/api/v1/info", payload, headers, encode_chunked=chunked)
+            resp = conn.getresponse()
+            answer = (resp.status, resp.read())
+            conn.close()
+            return answer
+
+        for chunked in (False, True):
+            status, answer = post(body, chunked)
+            assert status == 400 and b'"invalid_url"' in answer, (chunked, answer)
+        status, answer = post(b'{"url": "' + b"a" * 2000 + b'"}', True)
+        assert status == 413 and b'"error"' in answer, answer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import select
 import socket
@@ -107,7 +108,7 @@ def _run_gunicorn(app: Flask, host: str, port: int, on_start: list[Callable[[Fla
         "post_worker_init": lambda worker: [start(app) for start in on_start],
     }
 
-    deadlines = _HeaderDeadlines(float(config["NAZZIL_HEADER_TIMEOUT"]))
+    deadlines = _ReadDeadlines(float(config["NAZZIL_READ_TIMEOUT"]))
     settings["worker_class"] = _worker_class(deadlines)
 
     class Server(BaseApplication):  # type: ignore[misc]
@@ -118,21 +119,26 @@ def _run_gunicorn(app: Flask, host: str, port: int, on_start: list[Callable[[Fla
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return _GunicornApp(app, deadlines)
+            return _GunicornApp(app, deadlines, int(config["NAZZIL_MAX_BODY"] or 0))
 
     Server().run()
 
 
 class _GunicornApp:
-    """The app, told when a request's headers are in; responses get a send timeout."""
+    """The app, given whole requests within their deadline; responses get a send timeout."""
 
-    def __init__(self, app: Any, deadlines: _HeaderDeadlines | None = None) -> None:
-        self.app, self.deadlines = app, deadlines
+    def __init__(
+        self, app: Any, deadlines: _ReadDeadlines | None = None, max_body: int = 0
+    ) -> None:
+        self.app, self.deadlines, self.max_body = app, deadlines, max_body
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         sock = environ.get("gunicorn.socket")
         if isinstance(sock, socket.socket):
             if self.deadlines is not None:
+                # The body too is read under the deadline (waitress, too, reads it before
+                # the app runs): a request's body trickled in would otherwise hold a thread.
+                _read_body(environ, self.max_body)
                 self.deadlines.done(sock)
             # A client that stops reading would otherwise hold a thread (and an upstream
             # connection, or an ffmpeg) for ever in sendall().
@@ -141,13 +147,32 @@ class _GunicornApp:
         return self.app(environ, start_response)
 
 
-class _HeaderDeadlines:
-    """Cut connections whose request headers take too long (slowloris).
+def _read_body(environ: dict[str, Any], max_body: int) -> None:
+    """Read a request's body (at most max_body + 1 bytes) into memory, now."""
+    length = str(environ.get("CONTENT_LENGTH") or "")
+    chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING") or "").lower()
+    if length.isdigit() and int(length) > 0:
+        size = int(length)
+        if max_body and size > max_body:
+            return  # refused by the app (413) without being read
+    elif chunked:
+        size = max_body + 1 if max_body else -1  # past the limit, the app answers 413
+    else:
+        return
+    data = environ["wsgi.input"].read(size)
+    environ["wsgi.input"] = io.BytesIO(data)
+    if chunked:  # as waitress does: the app sees a plain body of known length
+        environ["CONTENT_LENGTH"] = str(len(data))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
+class _ReadDeadlines:
+    """Cut connections whose requests take too long to arrive (slowloris).
 
     gunicorn's threaded worker reads a request's headers in a pool thread, blocking, with no
     time limit: a few clients sending a byte now and then would hold every thread. Each
-    handling is given a deadline; the app clears it once the headers are in, and a watchdog
-    shuts down the sockets still reading headers past theirs.
+    handling is given a deadline; the app clears it once the request is in, and a watchdog
+    shuts down the sockets still reading past theirs.
     """
 
     def __init__(self, seconds: float) -> None:
@@ -157,7 +182,7 @@ class _HeaderDeadlines:
         self._watchdog: threading.Thread | None = None
 
     def start(self, sock: socket.socket) -> None:
-        """Give sock's next request headers `seconds` to arrive."""
+        """Give sock's next request `seconds` to arrive."""
         if self.seconds <= 0:
             return
         with self._lock:
@@ -169,7 +194,7 @@ class _HeaderDeadlines:
                 self._watchdog.start()
 
     def done(self, sock: socket.socket) -> None:
-        """The headers are in (or the connection is no longer being read)."""
+        """The request is in (or the connection is no longer being read)."""
         with self._lock:
             self._due.pop(sock, None)
 
@@ -182,16 +207,16 @@ class _HeaderDeadlines:
                 for sock in late:
                     del self._due[sock]
             for sock in late:
-                log.info("closing a connection whose request headers took over %gs", self.seconds)
+                log.info("closing a connection whose request took over %gs to arrive", self.seconds)
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read: no more data
 
 
-def _worker_class(deadlines: _HeaderDeadlines) -> type:
+def _worker_class(deadlines: _ReadDeadlines) -> type:
     from gunicorn.workers.gthread import ThreadWorker
 
     class Worker(ThreadWorker):  # type: ignore[misc]
-        """gunicorn's threaded worker, with a time limit on request headers."""
+        """gunicorn's threaded worker, with a time limit on reading a request."""
 
         def handle(self, conn: Any) -> Any:
             sock = conn.sock

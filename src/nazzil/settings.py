@@ -200,10 +200,10 @@ SETTINGS: tuple[Setting, ...] = (
         "on Windows).",
     ),
     Setting(
-        "HEADER_TIMEOUT",
+        "READ_TIMEOUT",
         "10",
-        "Seconds a client may take to send a request's headers before gunicorn's connection "
-        "is closed (against slowloris); 0 for no limit.",
+        "Seconds a client may take to send a request (headers, and a body up to MAX_BODY) "
+        "before gunicorn closes the connection, against slowloris; 0 for no limit.",
         parse_seconds,
     ),
     Setting(
