@@ -368,6 +368,9 @@ def start_embedded(app: Flask) -> Runner | None:
         return None
     runner = Runner(app, workers).start()
     atexit.register(runner.stop, 5.0)
+    # A server that stops gracefully runs these first (server.py): the jobs go back to the
+    # queue before it waits for its open responses, not after.
+    app.extensions["nazzil"].setdefault("on_stop", []).append(lambda: runner.stop(5.0))
     if (
         threading.current_thread() is threading.main_thread()
         and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

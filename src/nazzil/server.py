@@ -42,13 +42,31 @@ def run(app: Flask, host: str, port: int, on_start: list[Callable[[Flask], Any]]
         _run_waitress(app, host, port, on_start)
 
 
+# Set when gunicorn's worker starts a graceful stop: long responses (job events, conversions
+# waiting for ffmpeg) end as if their client had gone, so the stop does not wait for them.
+_stopping = threading.Event()
+
+
 def client_gone(environ: dict[str, Any]) -> Callable[[], bool] | None:
     """A callable that tells whether the client has hung up, where the server lets us ask."""
     gone = environ.get("waitress.client_disconnected")  # channel_request_lookahead > 0
     if callable(gone):
         return gone
     sock = environ.get("gunicorn.socket")
-    return _hung_up(sock) if isinstance(sock, socket.socket) else None
+    if not isinstance(sock, socket.socket):
+        return None
+    hung_up = _hung_up(sock)
+    return lambda: _stopping.is_set() or hung_up()
+
+
+def _stop(app: Flask) -> None:
+    """Begin a stop: end long responses and run the app's on_stop hooks (jobs handed back)."""
+    _stopping.set()
+    for stop in app.extensions["nazzil"].get("on_stop", []):
+        try:
+            stop()
+        except Exception:  # noqa: BLE001 - every hook gets its turn
+            log.warning("a stop hook failed", exc_info=True)
 
 
 def _hung_up(sock: socket.socket) -> Callable[[], bool]:
@@ -109,7 +127,9 @@ def _run_gunicorn(app: Flask, host: str, port: int, on_start: list[Callable[[Fla
     }
 
     deadlines = _ReadDeadlines(float(config["NAZZIL_READ_TIMEOUT"]))
-    settings["worker_class"] = _worker_class(deadlines)
+    settings["worker_class"] = _worker_class(app, deadlines)
+    # SIGINT/SIGQUIT: gunicorn's worker exits at once, so hand the jobs back right here.
+    settings["worker_int"] = lambda worker: _stop(app)
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -212,11 +232,17 @@ class _ReadDeadlines:
                     sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read: no more data
 
 
-def _worker_class(deadlines: _ReadDeadlines) -> type:
+def _worker_class(app: Flask, deadlines: _ReadDeadlines) -> type:
     from gunicorn.workers.gthread import ThreadWorker
 
     class Worker(ThreadWorker):  # type: ignore[misc]
         """gunicorn's threaded worker, with a time limit on reading a request."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # SIGTERM: gunicorn stops accepting and waits for open responses; begin our stop
+            # beside it (a thread: this is a signal handler in the worker's main loop).
+            super().handle_exit(sig, frame)
+            threading.Thread(target=_stop, args=(app,), name="nazzil-stop", daemon=True).start()
 
         def handle(self, conn: Any) -> Any:
             sock = conn.sock
