@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,23 +98,46 @@ def test_killed_server_finishes_every_job_after_restart(
         restarted.stop()
 
 
+@pytest.mark.parametrize("phase", ["downloading", "reading-formats"])
 @pytest.mark.parametrize("server_name", ["gunicorn", "waitress"])
 def test_sigterm_hands_running_jobs_back(
-    config: dict, slow: MediaServer, tmp_path: Path, server_name: str
+    config: dict, slow: MediaServer, tmp_path: Path, server_name: str, phase: str
 ) -> None:
-    """A platform's SIGTERM stops `nazzil serve` cleanly: the running job goes back to queued."""
+    """A platform's SIGTERM stops `nazzil serve` cleanly: the running job goes back to queued.
+
+    A page is open on the job's event stream, and the job is either downloading or still
+    reading the file's head for its duration (a read that does not look at the stop flag).
+    """
+    if phase == "reading-formats":
+        slow.slow_rate = 8 * 1024
     env = {**_env(config), "NAZZIL_SERVER": server_name}
     server = NazzilServer(tmp_path, env, clean_env=True).start()
+    events = None
     try:
         assert f"mode, {server_name})" in server.log_text()
         job_id = server.call("POST", "/api/v1/jobs", {"url": slow.url("slow/sample.mp4")})[1]["id"]
-        _wait(server, [job_id], lambda j: (j["progress"]["downloaded_bytes"] or 0) > 0, 20)
+        if phase == "downloading":
+            _wait(server, [job_id], lambda j: (j["progress"]["downloaded_bytes"] or 0) > 0, 20)
+        else:
+            _wait(server, [job_id], lambda j: j["status"] == "running", 20)
+            time.sleep(0.5)
+            assert server.call("GET", f"/api/v1/jobs/{job_id}")[1]["progress"][
+                "downloaded_bytes"
+            ] in (None, 0)
+        events = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        events.sendall(
+            f"GET /api/v1/jobs/{job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Cookie: {server.cookie}\r\n\r\n".encode()
+        )
+        assert events.recv(100).startswith(b"HTTP/1.1 200")
         assert server.proc is not None
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(15) == 0
         took = time.monotonic() - started
     finally:
+        if events is not None:
+            events.close()
         server.kill()
     assert _statuses(Path(config["DATA_DIR"]), [job_id]) == ["queued"]
     assert took < 10, took

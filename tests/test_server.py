@@ -46,12 +46,27 @@ def test_client_gone_under_gunicorn_peeks_at_the_socket() -> None:
         ours.close()
 
 
-def test_client_gone_under_waitress_is_waitress_own() -> None:
-    def waitress_says() -> bool:
-        return True
-
-    assert server.client_gone({"waitress.client_disconnected": waitress_says}) is waitress_says
+def test_client_gone_under_waitress_asks_waitress() -> None:
+    said = [False]
+    gone = server.client_gone({"waitress.client_disconnected": lambda: said[0]})
+    assert gone is not None and gone() is False
+    said[0] = True
+    assert gone() is True
     assert server.client_gone({}) is None
+
+
+def test_a_stopping_server_ends_long_responses() -> None:
+    """Once a graceful stop begins, every long response is told its client has gone."""
+    ours, theirs = socket.socketpair()
+    gone = server.client_gone({"gunicorn.socket": ours})
+    assert gone is not None and gone() is False
+    try:
+        server._stopping.set()
+        assert gone() is True
+    finally:
+        server._stopping.clear()
+        ours.close()
+        theirs.close()
 
 
 def test_gunicorn_requests_get_a_send_timeout() -> None:

@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, g
@@ -117,6 +118,11 @@ class Tracker:
             self.stop("cancelled")
 
 
+def _work_dir(app: Flask, job_id: str, lease: str) -> Path:
+    """Where one run (one lease) of a job keeps its partial files."""
+    return storage.work_root(app) / f"{job_id}.{lease}"
+
+
 def run_job(app: Flask, job_id: str) -> None:
     """The task body: claim the job, download, store, and always leave a final state."""
     with app.app_context():
@@ -136,7 +142,7 @@ def run_job(app: Flask, job_id: str) -> None:
         log.info("job %s: attempt %d, format %s", job_id, job.attempts, job.format)
         # Everything after the claim is inside the try: a claimed job must reach a final state.
         try:
-            work = storage.work_root(app) / f"{job_id}.{lease}"
+            work = _work_dir(app, job_id, lease)
             # Partial files of an earlier run of this job whose worker died here are useless.
             for earlier in work.parent.glob(f"{job_id}.*"):
                 download.clear_dir(earlier)
@@ -260,6 +266,8 @@ class Runner:
         self.wake = threading.Event()
         self.threads: list[threading.Thread] = []
         self._trackers: dict[str, Tracker] = {}
+        self._stopping_once = False
+        self._stopped = threading.Event()
         self._lock = threading.Lock()
 
     def track(self, tracker: Tracker) -> None:
@@ -291,6 +299,11 @@ class Runner:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking jobs, give running ones back to the queue, and wait for the threads."""
+        with self._lock:
+            first, self._stopping_once = not self._stopping_once, True
+        if not first:  # a server's stop hook, then atexit: wait for the first to finish
+            self._stopped.wait(timeout + 1.0)
+            return
         self.stopping.set()
         self.wake.set()
         with self._lock:
@@ -299,8 +312,20 @@ class Runner:
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            late = list(self._trackers.values())
+        for tracker in late:
+            # Its thread is still in a read that does not look at the flag (a slow site while
+            # the formats are read): give the job back from here. The lease changes, so that
+            # thread can no longer write to the job, whatever it does next.
+            with self.app.app_context():
+                if jobs.release(self.app, tracker.job_id, tracker.lease):
+                    enqueue(self.app, tracker.job_id)
+                    log.info("job %s: given back to the queue (worker stopping)", tracker.job_id)
+                download.clear_dir(_work_dir(self.app, tracker.job_id, tracker.lease))
         if self.app.extensions["nazzil"].get("runner") is self:
             del self.app.extensions["nazzil"]["runner"]
+        self._stopped.set()
 
     def _work(self) -> None:
         huey = get_huey(self.app)

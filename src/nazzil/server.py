@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import select
+import signal
 import socket
 import sys
 import threading
@@ -42,20 +43,19 @@ def run(app: Flask, host: str, port: int, on_start: list[Callable[[Flask], Any]]
         _run_waitress(app, host, port, on_start)
 
 
-# Set when gunicorn's worker starts a graceful stop: long responses (job events, conversions
+# Set when the server starts a graceful stop: long responses (job events, conversions
 # waiting for ffmpeg) end as if their client had gone, so the stop does not wait for them.
 _stopping = threading.Event()
 
 
 def client_gone(environ: dict[str, Any]) -> Callable[[], bool] | None:
     """A callable that tells whether the client has hung up, where the server lets us ask."""
-    gone = environ.get("waitress.client_disconnected")  # channel_request_lookahead > 0
-    if callable(gone):
-        return gone
-    sock = environ.get("gunicorn.socket")
-    if not isinstance(sock, socket.socket):
-        return None
-    hung_up = _hung_up(sock)
+    hung_up = environ.get("waitress.client_disconnected")  # channel_request_lookahead > 0
+    if not callable(hung_up):
+        sock = environ.get("gunicorn.socket")
+        if not isinstance(sock, socket.socket):
+            return None
+        hung_up = _hung_up(sock)
     return lambda: _stopping.is_set() or hung_up()
 
 
@@ -263,6 +263,14 @@ def _run_waitress(app: Flask, host: str, port: int, on_start: list[Callable[[Fla
 
     for start in on_start:
         start(app)
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+        # Platforms stop with SIGTERM: begin our stop (jobs back to the queue, event streams
+        # ended), then end waitress as Ctrl-C does.
+        def _terminate(signum: int, frame: Any) -> None:
+            threading.Thread(target=_stop, args=(app,), name="nazzil-stop", daemon=True).start()
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _terminate)
     server = waitress.create_server(
         app,
         host=host,
