@@ -99,12 +99,13 @@ def _run_gunicorn(app: Flask, host: str, port: int, on_start: list[Callable[[Fla
     from gunicorn.app.base import BaseApplication
 
     config = app.config
+    deadlines = _ReadDeadlines(float(config["NAZZIL_READ_TIMEOUT"]))
     settings: dict[str, Any] = {
         "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
         # One process with threads: streams and jobs share its memory, and the embedded job
         # workers run in it (started after the fork, as threads do not survive one).
         "workers": 1,
-        "worker_class": "gthread",
+        "worker_class": _worker_class(app, deadlines),  # gthread, with read deadlines
         "threads": int(config["NAZZIL_THREADS"]),
         "worker_connections": max(1000, int(config["NAZZIL_THREADS"]) * 4),
         "timeout": 120,
@@ -124,12 +125,9 @@ def _run_gunicorn(app: Flask, host: str, port: int, on_start: list[Callable[[Fla
         "sendfile": False,
         "control_socket_disable": True,  # else gunicorn opens a socket under $HOME
         "post_worker_init": lambda worker: [start(app) for start in on_start],
+        # SIGINT/SIGQUIT: gunicorn's worker exits at once, so hand the jobs back right here.
+        "worker_int": lambda worker: _stop(app),
     }
-
-    deadlines = _ReadDeadlines(float(config["NAZZIL_READ_TIMEOUT"]))
-    settings["worker_class"] = _worker_class(app, deadlines)
-    # SIGINT/SIGQUIT: gunicorn's worker exits at once, so hand the jobs back right here.
-    settings["worker_int"] = lambda worker: _stop(app)
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -209,7 +207,7 @@ class _ReadDeadlines:
             self._due[sock] = time.monotonic() + self.seconds
             if self._watchdog is None:  # started in the worker, after gunicorn's fork
                 self._watchdog = threading.Thread(
-                    target=self._watch, name="nazzil-header-deadlines", daemon=True
+                    target=self._watch, name="nazzil-read-deadlines", daemon=True
                 )
                 self._watchdog.start()
 
