@@ -149,3 +149,14 @@ def test_request_bodies_arrive_whole_under_gunicorn(tmp_path) -> None:
             assert status == 400 and b'"invalid_url"' in answer, (chunked, answer)
         status, answer = post(b'{"url": "' + b"a" * 2000 + b'"}', True)
         assert status == 413 and b'"error"' in answer, answer
+
+        # The longest URL nazzil takes, all non-ASCII, is ~24 KB in a request line: the app
+        # answers it (with its JSON error), not the server with its own 400 page.
+        from urllib.parse import quote
+
+        long_url = "ftp://x.invalid/" + "é" * (4096 - 16)
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("GET", "/api/v1/info?url=" + quote(long_url, safe=""))
+        resp = conn.getresponse()
+        assert resp.status == 400 and b'"invalid_url"' in resp.read()
+        conn.close()
