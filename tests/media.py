@@ -265,17 +265,25 @@ def make_big_file(path: Path, size_bytes: int, *, faststart: bool = False) -> Pa
             "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "ipod", str(achunk),
         ])  # fmt: skip
         # Headroom for the moov box (~1% at this packet rate) and for -fs, which stops
-        # only after the packet that crosses the limit (one frame is ~260 KB).
+        # only after the packet that crosses the limit (one frame is ~260 KB, more or less
+        # with the random noise, and the muxer may flush a few interleaved packets after it):
+        # should it still overshoot, mux again with twice the headroom.
         margin = 512 * 1024 + size_bytes // 50
         with _staged_file(path) as tmp:
-            _ffmpeg([
-                "-stream_loop", "-1", "-i", str(vchunk), "-stream_loop", "-1", "-i", str(achunk),
-                "-map", "0:v", "-map", "1:a", "-c", "copy", "-fs", str(size_bytes - margin),
-                *(["-movflags", "+faststart"] if faststart else []),
-                "-f", "mp4", str(tmp),
-            ], timeout=300)  # fmt: skip
-            pad = size_bytes - tmp.stat().st_size
-            if pad < 8:
+            for _attempt in range(4):
+                _ffmpeg([
+                    "-stream_loop", "-1", "-i", str(vchunk),
+                    "-stream_loop", "-1", "-i", str(achunk),
+                    "-map", "0:v", "-map", "1:a", "-c", "copy",
+                    "-fs", str(max(1, size_bytes - margin)),
+                    *(["-movflags", "+faststart"] if faststart else []),
+                    "-f", "mp4", str(tmp),
+                ], timeout=300)  # fmt: skip
+                pad = size_bytes - tmp.stat().st_size
+                if pad >= 8:
+                    break
+                margin *= 2
+            else:
                 raise RuntimeError(f"muxed file overshot target by {-pad} bytes")
             with tmp.open("ab") as fh:
                 header = _free_box(pad)
