@@ -519,6 +519,25 @@ def within_deadline(
             raise
 
 
+def _extract(
+    url: str, params: dict[str, Any], policy: netguard.Policy, *, sanitize: bool = False
+) -> dict[str, Any]:
+    """yt-dlp's info dict for url (no download); every failure comes out classified."""
+    ydl = new_ydl(params, policy)
+    try:
+        with ydl:
+            info = ydl.extract_info(url, download=False)
+            if sanitize:
+                info = ydl.sanitize_info(info)
+    except NazzilError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every yt-dlp failure is classified
+        raise classify(exc) from None
+    if not info:
+        raise UnsupportedURL()
+    return info
+
+
 def probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[str, Any]:
     """Ask yt-dlp what is at url and return the MediaInfo, within PREVIEW_TIMEOUT."""
     return within_deadline(config, policy, lambda bound: _probe(url, config, bound))
@@ -526,17 +545,7 @@ def probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[str
 
 def _probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[str, Any]:
     timeout = float(config.get("NAZZIL_FETCH_TIMEOUT") or 15)
-    ydl = new_ydl(base_params(config), policy)
-    try:
-        with ydl:
-            info = ydl.extract_info(url, download=False)
-            info = ydl.sanitize_info(info)
-    except NazzilError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - every yt-dlp failure is classified
-        raise classify(exc) from None
-    if not info:
-        raise UnsupportedURL()
+    info = _extract(url, base_params(config), policy, sanitize=True)
     _check_direct(info, policy, timeout)
     _fill_durations(info, policy, timeout)
     single_html5 = str(info.get("extractor") or "").startswith("html5")
@@ -623,19 +632,7 @@ def resolve(
 def _resolve(
     url: str, selector: str, config: dict[str, Any], policy: netguard.Policy
 ) -> dict[str, Any]:
-
-    params = base_params(config)
-    params["format"] = selector
-    ydl = new_ydl(params, policy)
-    try:
-        with ydl:
-            info = ydl.extract_info(url, download=False)
-    except NazzilError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - every yt-dlp failure is classified
-        raise classify(exc) from None
-    if not info:
-        raise UnsupportedURL()
+    info = _extract(url, {**base_params(config), "format": selector}, policy)
     info = _one_video(info, first_of_many=False)
     timeout = float(config.get("NAZZIL_FETCH_TIMEOUT") or 15)
     # A direct link's first bytes are checked by the stream itself (stream.open_stream),
