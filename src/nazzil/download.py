@@ -16,28 +16,12 @@ from typing import Any
 from . import extract, netguard
 from .errors import InvalidRequest, TooLarge, TooLong, UpstreamError
 from .formats import Choice
-from .names import safe_filename
+from .names import media_type, safe_filename
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPES = {
-    "mp4": "video/mp4",
-    "m4v": "video/mp4",
-    "webm": "video/webm",
-    "mkv": "video/x-matroska",
-    "m4a": "audio/mp4",
-    "mp3": "audio/mpeg",
-    "opus": "audio/ogg",
-    "ogg": "audio/ogg",
-    "oga": "audio/ogg",
-    "aac": "audio/aac",
-    "flac": "audio/flac",
-    "wav": "audio/wav",
-}
 PARTIAL_SUFFIXES = (".part", ".ytdl", ".temp")
 
-_ffmpeg_lock = threading.Lock()
-_ffmpeg_path: str | None = None
 
 
 class Cancelled(Exception):
@@ -57,25 +41,6 @@ class Result:
     size: int
     content_type: str
     title: str | None
-
-
-def ffmpeg_path(config: Mapping[str, Any]) -> str:
-    """Return the ffmpeg binary: NAZZIL_FFMPEG, else the imageio-ffmpeg wheel's (found once)."""
-    configured = config.get("NAZZIL_FFMPEG")
-    if configured:
-        return str(configured)
-    global _ffmpeg_path
-    with _ffmpeg_lock:
-        if _ffmpeg_path is None:
-            import imageio_ffmpeg
-
-            _ffmpeg_path = imageio_ffmpeg.get_ffmpeg_exe()
-    return _ffmpeg_path
-
-
-def content_type(name: str) -> str:
-    """Return the media type for a file name's extension."""
-    return CONTENT_TYPES.get(name.rpartition(".")[2].lower(), "application/octet-stream")
 
 
 class Limits:
@@ -252,7 +217,9 @@ def fetch(
 ) -> Result:
     """Download url into work_dir within the limits, cut it, and name it after its title."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    ffmpeg = ffmpeg_path(config)
+    from .stream import ffmpeg_path  # the one lookup; the stream engine loads on first use
+
+    ffmpeg = ffmpeg_path(str(config.get("NAZZIL_FFMPEG") or ""))
     limits = Limits(config, cancel, report)
 
     def on_info(facts: dict[str, Any]) -> None:
@@ -292,7 +259,7 @@ def fetch(
     ext = path.suffix.lstrip(".")
     default = "audio" if choice.audio_only else "video"
     name = safe_filename(title, ext, default=default)
-    return Result(path=path, name=name, size=size, content_type=content_type(name), title=title)
+    return Result(path=path, name=name, size=size, content_type=media_type(name), title=title)
 
 
 def clear_dir(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Safe file names from media titles, and the Content-Disposition header that carries them."""
+"""Safe file names from media titles, their media types, and the Content-Disposition header."""
 
 from __future__ import annotations
 
@@ -23,6 +23,30 @@ _EXT = re.compile(r"[a-z0-9]{1,8}")
 # Most file systems allow 255 bytes per name; leave room for " (1)" style suffixes.
 MAX_NAME_BYTES = 200
 DEFAULT_STEM = "video"
+# Media types of the files nazzil sends and stores, by extension.
+MEDIA_TYPES = {
+    "mp4": "video/mp4",
+    "m4v": "video/mp4",
+    "webm": "video/webm",
+    "mkv": "video/x-matroska",
+    "mov": "video/quicktime",
+    "3gp": "video/3gpp",
+    "flv": "video/x-flv",
+    "ts": "video/mp2t",
+    "m4a": "audio/mp4",
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "ogg": "audio/ogg",
+    "oga": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+}
+
+
+def media_type(name: str) -> str:
+    """The media type for a file name's extension (application/octet-stream if unknown)."""
+    return MEDIA_TYPES.get(name.rpartition(".")[2].lower(), "application/octet-stream")
 
 
 def _clean(text: str) -> str:

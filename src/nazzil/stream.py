@@ -37,7 +37,7 @@ from .errors import (
 )
 from .formats import Choice
 from .mediaprobe import SNIFF_BYTES, require_media, sniff, total_size
-from .names import content_disposition, safe_filename
+from .names import content_disposition, media_type, safe_filename
 from .sources import (
     AUDIO_EXTS,
     CHUNK,
@@ -77,22 +77,6 @@ _FMP4_VIDEO = ["-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_
                "-frag_duration", "1000000"]  # fmt: skip
 _FMP4_AUDIO = ["-f", "mp4", "-movflags", "empty_moov+default_base_moof",
                "-frag_duration", "2000000"]  # fmt: skip
-_TYPES = {
-    "mp4": "video/mp4",
-    "webm": "video/webm",
-    "m4a": "audio/mp4",
-    "mp3": "audio/mpeg",
-    "opus": "audio/ogg",
-    "ogg": "audio/ogg",
-    "mkv": "video/x-matroska",
-    "flv": "video/x-flv",
-    "aac": "audio/aac",
-    "wav": "audio/wav",
-    "flac": "audio/flac",
-    "ts": "video/mp2t",
-    "3gp": "video/3gpp",
-    "mov": "video/quicktime",
-}
 
 
 class StreamAborted(Exception):
@@ -263,9 +247,7 @@ def _download_headers(name: str, content_type: str) -> dict[str, str]:
 
 def _content_type(upstream: str | None, name: str) -> str:
     value = (upstream or "").split(";")[0].strip().lower()
-    if value.startswith(("video/", "audio/")):
-        return value
-    return _TYPES.get(name.rpartition(".")[2].lower(), "application/octet-stream")
+    return value if value.startswith(("video/", "audio/")) else media_type(name)
 
 
 # ------------------------------------------------------------------ ffmpeg
@@ -591,7 +573,7 @@ def _transcode(
             yield data
 
     name = safe_filename(title, ext)
-    headers = _download_headers(name, _TYPES[ext])
+    headers = _download_headers(name, media_type(name))
     headers["Accept-Ranges"] = "none"  # made on the fly: a resume has to start over
     return Stream(200, headers, Body(chunks(), pipeline.close))
 
