@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 PARTIAL_SUFFIXES = (".part", ".ytdl", ".temp")
 
 
-
 class Cancelled(Exception):
     """The job was cancelled, deleted, taken over by another worker, or its worker stops."""
 

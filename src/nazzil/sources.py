@@ -26,6 +26,7 @@ from .errors import (
     UnsupportedURL,
     UpstreamError,
 )
+from .mediainfo import AUDIO_EXTS
 
 CHUNK = 256 * 1024  # largest single read from upstream or from ffmpeg
 MAX_PLAYLIST = 5 * 1024 * 1024
@@ -46,7 +47,6 @@ _HOP_HEADERS = {
     "accept-encoding",
     "cookie",
 }
-AUDIO_EXTS = {"m4a", "mp3", "opus", "ogg", "oga", "aac", "wav", "flac", "weba"}
 _DEMUXER_BY_SNIFF = {
     "mp4": "mp4",
     "webm": "matroska",
@@ -201,12 +201,17 @@ def _codec(fmt: dict[str, Any], key: str) -> str:
     return value.lower() if isinstance(value, str) else ""
 
 
+def is_audio_only(fmt: dict[str, Any]) -> bool:
+    """Tell whether a format has no video: so said, or an audio file with no codec given."""
+    vcodec = _codec(fmt, "vcodec")
+    return vcodec == "none" or (not vcodec and str(fmt.get("ext") or "").lower() in AUDIO_EXTS)
+
+
 def source_for(fmt: dict[str, Any], opts: Options) -> Source:
     """Work out how to fetch a format: segments from its manifest, or one file."""
     protocol = str(fmt.get("protocol") or "")
     headers = upstream_headers(fmt)
     vcodec, acodec = _codec(fmt, "vcodec"), _codec(fmt, "acodec")
-    ext = str(fmt.get("ext") or "").lower()
     if protocol.startswith("m3u8"):
         source = _hls_source(fmt["url"], opts, headers)
     elif fmt.get("fragments"):
@@ -217,7 +222,7 @@ def source_for(fmt: dict[str, Any], opts: Options) -> Source:
         raise FormatUnavailable(f"Streaming over {protocol or 'this protocol'} is not supported.")
     source.headers = headers
     source.vcodec, source.acodec = vcodec, acodec
-    source.has_video = vcodec != "none" and not (not vcodec and ext in AUDIO_EXTS)
+    source.has_video = not is_audio_only(fmt)
     source.has_audio = acodec != "none"
     size = fmt.get("filesize") or fmt.get("filesize_approx")
     if isinstance(size, (int, float)) and not source.size:

@@ -39,12 +39,12 @@ from .formats import Choice
 from .mediaprobe import SNIFF_BYTES, require_media, sniff, total_size
 from .names import content_disposition, media_type, safe_filename
 from .sources import (
-    AUDIO_EXTS,
     CHUNK,
     Options,
     Piece,
     Source,
     abort,
+    is_audio_only,
     open_url,
     read_chunk,
     source_for,
@@ -590,9 +590,7 @@ def _passthrough(formats: list[dict[str, Any]], choice: Choice) -> bool:
         return False
     if not choice.audio_only:
         return True
-    ext = str(fmt.get("ext") or "").lower()
-    audio_only = fmt.get("vcodec") == "none" or (not fmt.get("vcodec") and ext in AUDIO_EXTS)
-    return audio_only and ext == choice.audio_format
+    return is_audio_only(fmt) and str(fmt.get("ext") or "").lower() == choice.audio_format
 
 
 def open_stream(
