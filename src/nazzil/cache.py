@@ -16,6 +16,12 @@ class TTLCache:
         self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
+    @classmethod
+    def for_previews(cls, config: Any) -> TTLCache:
+        """A cache sized and timed by NAZZIL_PREVIEW_CACHE_SIZE and NAZZIL_PREVIEW_CACHE_TTL."""
+        size, ttl = config["NAZZIL_PREVIEW_CACHE_SIZE"], config["NAZZIL_PREVIEW_CACHE_TTL"]
+        return cls(int(size), float(ttl))
+
     def get(self, key: str) -> Any:
         """Return a fresh value or None."""
         with self._lock:

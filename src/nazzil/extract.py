@@ -558,13 +558,7 @@ def get_info(url: str, app: Flask | None = None) -> dict[str, Any]:
     config = app.config
     policy = netguard.policy_for(app)
     url = netguard.precheck(url, policy, int(config["NAZZIL_MAX_URL_LENGTH"]))
-    cache = once(
-        app,
-        "preview_cache",
-        lambda: TTLCache(
-            int(config["NAZZIL_PREVIEW_CACHE_SIZE"]), float(config["NAZZIL_PREVIEW_CACHE_TTL"])
-        ),
-    )
+    cache = once(app, "preview_cache", lambda: TTLCache.for_previews(config))
     cached = cache.get(url)
     if cached is not None:
         return cached

@@ -141,7 +141,7 @@ def _vint(buf: bytes, pos: int, keep_marker: bool) -> tuple[int, int]:
     return value, pos + length
 
 
-_EBML_HEADER, _SEGMENT, _INFO, _CLUSTER = 0x1A45DFA3, 0x18538067, 0x1549A966, 0x1F43B675
+_SEGMENT, _INFO, _CLUSTER = 0x18538067, 0x1549A966, 0x1F43B675
 _TIMESCALE, _DURATION = 0x2AD7B1, 0x4489
 
 

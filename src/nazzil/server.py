@@ -72,17 +72,15 @@ def _stop(app: Flask) -> None:
 def _hung_up(sock: socket.socket) -> Callable[[], bool]:
     def gone() -> bool:
         # Readable with nothing to read is an orderly close; a pipelined request is not.
+        # (gunicorn runs on POSIX only, where poll() exists.)
         try:
-            if hasattr(select, "poll"):
-                poller = select.poll()
-                poller.register(sock, select.POLLIN)
-                events = poller.poll(0)
-                if not events:
-                    return False
-                if events[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
-                    return True
-            elif not select.select([sock], [], [], 0)[0]:
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            events = poller.poll(0)
+            if not events:
                 return False
+            if events[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                return True
             return not sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
             return False

@@ -549,11 +549,10 @@ def _transcode(
         # Wait for the first bytes here, so a failure still gets a proper JSON error.
         first = pipeline.read(time.monotonic() + FIRST_BYTE_TIMEOUT)
         if not first:
-            pipeline.finish()
+            pipeline.finish()  # raises, and logs ffmpeg's stderr, when ffmpeg failed
+            log.warning("ffmpeg produced nothing: %s", pipeline.stderr_text())
             raise UpstreamError("The media could not be converted.")
     except BaseException as exc:
-        if isinstance(exc, UpstreamError) and pipeline.stderr_text():
-            log.warning("ffmpeg failed: %s", pipeline.stderr_text())
         pipeline.close()
         if isinstance(exc, StreamAborted):
             raise UpstreamError("The conversion stopped before it began.") from None

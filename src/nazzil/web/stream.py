@@ -20,14 +20,7 @@ bp = Blueprint("stream", __name__)
 def _resolved(app: Flask) -> TTLCache:
     # What a URL resolved to, for a while: a player's Range requests, a resumed download or
     # a second device would otherwise each pay a whole extraction before the first byte.
-    config = app.config
-    return once(
-        app,
-        "resolve_cache",
-        lambda: TTLCache(
-            int(config["NAZZIL_PREVIEW_CACHE_SIZE"]), float(config["NAZZIL_PREVIEW_CACHE_TTL"])
-        ),
-    )
+    return once(app, "resolve_cache", lambda: TTLCache.for_previews(app.config))
 
 
 @bp.get("/api/v1/stream")
