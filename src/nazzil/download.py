@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import threading
@@ -20,8 +19,6 @@ from .names import media_type, safe_filename
 
 log = logging.getLogger(__name__)
 
-PARTIAL_SUFFIXES = (".part", ".ytdl", ".temp")
-
 
 class Cancelled(Exception):
     """The job was cancelled, deleted, taken over by another worker, or its worker stops."""
@@ -29,6 +26,12 @@ class Cancelled(Exception):
     def __init__(self, reason: str = "cancelled"):
         super().__init__(reason)
         self.reason = reason
+
+
+def stop_if_cancelled(cancel: threading.Event | None) -> None:
+    """Raise Cancelled (with the flag's reason) once the job's cancel flag is set."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(getattr(cancel, "reason", "cancelled"))
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,7 @@ class Limits:
 
     def on_progress(self, d: dict[str, Any]) -> None:
         """Stop on cancel or over-size (also without Content-Length); report progress."""
-        if self.cancel is not None and self.cancel.is_set():
-            raise Cancelled(getattr(self.cancel, "reason", "cancelled"))
+        stop_if_cancelled(self.cancel)
         name = str(d.get("filename") or "")
         current = int(d.get("downloaded_bytes") or 0)
         if d.get("status") == "finished":
@@ -99,13 +101,12 @@ class Limits:
             now - self._last < self.interval and d.get("status") != "finished"
         ):
             return
-        self._report(d, done, earlier, total)
+        self._report(d, done, earlier, total, now)
         # The report learns of a cancel (its write finds the job changed): stop at once.
-        if self.cancel is not None and self.cancel.is_set():
-            raise Cancelled(getattr(self.cancel, "reason", "cancelled"))
+        stop_if_cancelled(self.cancel)
 
-    def _report(self, d: dict[str, Any], done: int, earlier: int, total: Any) -> None:
-        now = time.monotonic()
+    def _report(self, d: dict[str, Any], done: int, earlier: int, total: Any, now: float) -> None:
+        assert self.report is not None  # on_progress returns first when nothing reports
         self._last = now
         overall = self.expected or (earlier + int(total) if total else None)
         percent = None
@@ -114,8 +115,6 @@ class Limits:
         elif d.get("fragment_count"):
             percent = 100.0 * float(d.get("fragment_index") or 0) / float(d["fragment_count"])
         speed, eta = d.get("speed"), d.get("eta")
-        if self.report is None:
-            return
         self.report(
             {
                 "percent": round(percent, 1) if percent is not None else None,
@@ -192,7 +191,7 @@ def trim(
                 if cancel is not None and cancel.is_set():
                     proc.kill()
                     proc.wait()
-                    raise Cancelled(getattr(cancel, "reason", "cancelled")) from None
+                    stop_if_cancelled(cancel)
         stderr = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
     if proc.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
         log.warning("ffmpeg cut failed (%s): %s", proc.returncode, stderr.strip()[-500:])
@@ -222,8 +221,7 @@ def fetch(
     limits = Limits(config, cancel, report)
 
     def on_info(facts: dict[str, Any]) -> None:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(getattr(cancel, "reason", "cancelled"))
+        stop_if_cancelled(cancel)
         if on_title is not None:
             on_title(facts.get("title"))
         limits.on_info(facts)
@@ -241,8 +239,7 @@ def fetch(
         on_progress=limits.on_progress,
     )
     title = facts.get("title")
-    if cancel is not None and cancel.is_set():
-        raise Cancelled(getattr(cancel, "reason", "cancelled"))
+    stop_if_cancelled(cancel)
     size = path.stat().st_size
     if limits.max_size and size > limits.max_size:
         raise TooLarge(
@@ -266,10 +263,3 @@ def clear_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     if path.exists():
         log.warning("could not remove %s", path)
-
-
-def leftovers(path: Path) -> list[str]:
-    """List partial download files under path (for tests and housekeeping)."""
-    if not path.exists():
-        return []
-    return [os.fspath(p) for p in path.rglob("*") if p.name.endswith(PARTIAL_SUFFIXES)]
