@@ -123,6 +123,15 @@ def _work_dir(app: Flask, job_id: str, lease: str) -> Path:
     return storage.work_root(app) / f"{job_id}.{lease}"
 
 
+def _give_back(app: Flask, job_id: str, lease: str) -> bool:
+    """Put a job this worker still holds back in the queue (the worker is stopping)."""
+    if not jobs.release(app, job_id, lease):
+        return False
+    enqueue(app, job_id)
+    log.info("job %s: given back to the queue (worker stopping)", job_id)
+    return True
+
+
 def run_job(app: Flask, job_id: str) -> None:
     """The task body: claim the job, download, store, and always leave a final state."""
     with app.app_context():
@@ -182,10 +191,7 @@ def run_job(app: Flask, job_id: str) -> None:
                 store.delete(key)
                 log.info("job %s: cancelled or deleted while finishing", job_id)
         except download.Cancelled as exc:
-            if exc.reason == "shutdown" and jobs.release(app, job_id, lease):
-                enqueue(app, job_id)
-                log.info("job %s: given back to the queue (worker stopping)", job_id)
-            else:
+            if not (exc.reason == "shutdown" and _give_back(app, job_id, lease)):
                 log.info("job %s: stopped (%s)", job_id, exc.reason)
         except NazzilError as exc:
             log.info("job %s: failed: %s %s", job_id, exc.code, exc.message)
@@ -319,9 +325,7 @@ class Runner:
             # the formats are read): give the job back from here. The lease changes, so that
             # thread can no longer write to the job, whatever it does next.
             with self.app.app_context():
-                if jobs.release(self.app, tracker.job_id, tracker.lease):
-                    enqueue(self.app, tracker.job_id)
-                    log.info("job %s: given back to the queue (worker stopping)", tracker.job_id)
+                _give_back(self.app, tracker.job_id, tracker.lease)
                 download.clear_dir(_work_dir(self.app, tracker.job_id, tracker.lease))
         if self.app.extensions["nazzil"].get("runner") is self:
             del self.app.extensions["nazzil"]["runner"]

@@ -87,7 +87,7 @@ def _job(job: Any, status: int = 200) -> tuple[Response, int]:
 @bp.post("")
 def create() -> tuple[Response, int, dict[str, str]]:
     """Queue a download of a URL in a format, optionally cut to a section."""
-    from .. import jobs, netguard, queue
+    from .. import jobs, netguard
     from ..formats import choose
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -102,12 +102,7 @@ def create() -> tuple[Response, int, dict[str, str]]:
     url = netguard.precheck(url, netguard.policy_for(app), int(app.config["NAZZIL_MAX_URL_LENGTH"]))
     _check_disk(app)
     job = jobs.create(app, device=get_device_id(), url=url, choice=choice, start=start, end=end)
-    try:
-        queue.enqueue(app, job.id)
-    except Exception:  # noqa: BLE001 - the row is the truth; housekeeping sends it again
-        log.warning(
-            "job %s: could not reach the queue; it will be sent later", job.id, exc_info=True
-        )
+    _send(app, job.id)
     response, status = _job(job, 202)
     return response, status, {"Location": f"/api/v1/jobs/{job.id}"}
 
@@ -137,20 +132,27 @@ def cancel(job_id: str) -> tuple[Response, int]:
     return _job(jobs.cancel(current_app, job_id, get_device_id()))
 
 
+def _send(app: Flask, job_id: str) -> None:
+    """Put a job on the queue; if the queue is down, housekeeping sends it later."""
+    from .. import queue
+
+    try:
+        queue.enqueue(app, job_id)
+    except Exception:  # noqa: BLE001 - the row is the truth; housekeeping sends it again
+        log.warning(
+            "job %s: could not reach the queue; it will be sent later", job_id, exc_info=True
+        )
+
+
 @bp.post("/<job_id>/retry")
 def retry(job_id: str) -> tuple[Response, int]:
     """Queue a failed or cancelled job again."""
-    from .. import jobs, queue
+    from .. import jobs
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     _check_disk(app)
     job = jobs.retry(app, job_id, get_device_id())
-    try:
-        queue.enqueue(app, job.id)
-    except Exception:  # noqa: BLE001 - as in create()
-        log.warning(
-            "job %s: could not reach the queue; it will be sent later", job.id, exc_info=True
-        )
+    _send(app, job.id)
     return _job(job, 202)
 
 
