@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from flask import Flask, Response
 
 # Thumbnails come straight from the sites (any http/https host); media plays from our own
 # endpoints or from blob: URLs; nothing may frame the page or retarget its forms and links.
@@ -35,32 +35,14 @@ HEADERS: dict[str, str] = {
 }
 
 
-def _secure_cookies(response: Response) -> None:
-    """Mark every cookie Secure when the request came over https (directly or via a proxy)."""
-    cookies = response.headers.getlist("Set-Cookie")
-    if not cookies:
-        return
-    fixed = [
-        c if any(p.strip().lower() == "secure" for p in c.split(";")[1:]) else c + "; Secure"
-        for c in cookies
-    ]
-    if fixed != cookies:
-        response.headers.remove("Set-Cookie")
-        for cookie in fixed:
-            response.headers.add("Set-Cookie", cookie)
-
-
 def add_headers(response: Response) -> Response:
     """Set the safety headers an answer does not set itself."""
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
-    if request.is_secure:
-        _secure_cookies(response)
     return response
 
 
 def init_app(app: Flask) -> None:
     """Add the headers to every response, error pages included."""
-    # after_request hooks run last-registered first: put this one first so it runs last and
-    # sees every cookie that other hooks (device, language, access) have set.
-    app.after_request_funcs.setdefault(None, []).insert(0, add_headers)
+    # (Cookies get Secure where they are set: device, language and access use request.is_secure.)
+    app.after_request(add_headers)
