@@ -7,7 +7,6 @@ import ipaddress
 import logging
 import math
 import re
-import threading
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ from flask import Flask, Response, current_app, g, request
 
 from . import device
 from .errors import RateLimited
+from .state import once
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,6 @@ def bucket_of(path: str, method: str, args: dict | None = None) -> str | None:
     return None
 
 
-def _bucket() -> str | None:
-    if "rate_bucket" not in g:
-        g.rate_bucket = bucket_of(request.path, request.method, request.args)
-    return g.rate_bucket
-
-
 def client_address() -> str:
     """Return the client address used as a rate-limit key (an IPv6 client by its /64)."""
     # remote_addr is the X-Forwarded-For hop chosen by ProxyFix when PROXY_HOPS > 0.
@@ -73,13 +67,10 @@ def client_address() -> str:
 
 def _device_key() -> str | None:
     """Return the device id of a client that already has a valid device cookie."""
-    if "rate_device" not in g:
-        g.rate_device = None
-        if request.cookies.get(device.COOKIE):
-            device_id = device.get_device_id()
-            if not g.get("device_is_new"):
-                g.rate_device = device_id
-    return g.rate_device
+    if not request.cookies.get(device.COOKIE):
+        return None
+    device_id = device.get_device_id()
+    return None if g.get("device_is_new") else device_id
 
 
 def storage_uri(config: dict) -> str:
@@ -94,45 +85,25 @@ def _items(rate: str) -> tuple[Any, ...]:
     return tuple(parse_many(rate))
 
 
-class Counters:
-    """Fixed-window counters of the `limits` library, built on first use; memory if Redis fails."""
+def _make(uri: str) -> Any:
+    from limits import storage, strategies
 
-    def __init__(self, uri: str):
-        self.uri = uri
-        self._limiter: Any = None
-        self._fallback: Any = None
-        self._lock = threading.Lock()
+    return strategies.FixedWindowRateLimiter(storage.storage_from_string(uri))
 
-    def _make(self, uri: str) -> Any:
-        from limits import storage, strategies
 
-        return strategies.FixedWindowRateLimiter(storage.storage_from_string(uri))
-
-    def _primary(self) -> Any:
-        if self._limiter is None:
-            with self._lock:
-                if self._limiter is None:
-                    self._limiter = self._make(self.uri)
-        return self._limiter
-
-    def _memory(self) -> Any:
-        if self._fallback is None:
-            with self._lock:
-                if self._fallback is None:
-                    self._fallback = self._make("memory://")
-        return self._fallback
-
-    def hit(self, item: Any, *ids: str) -> tuple[bool, Any]:
-        """Count one hit; return whether it is allowed and the window's stats."""
-        try:
-            limiter = self._primary()
-            return limiter.hit(item, *ids), limiter.get_window_stats(item, *ids)
-        except Exception as exc:  # noqa: BLE001 - a Redis outage must not take the site down
-            if self.uri == "memory://":
-                raise
-            log.warning("rate-limit storage %s failed (%s); counting in memory", self.uri, exc)
-            limiter = self._memory()
-            return limiter.hit(item, *ids), limiter.get_window_stats(item, *ids)
+def _hit(app: Flask, item: Any, *ids: str) -> tuple[bool, Any]:
+    """Count one hit; return whether it is allowed and the window's stats."""
+    # The `limits` counters are built on first use; memory stands in while Redis fails.
+    uri = storage_uri(app.config)
+    try:
+        limiter = once(app, "rate_limiter", lambda: _make(uri))
+        return limiter.hit(item, *ids), limiter.get_window_stats(item, *ids)
+    except Exception as exc:  # noqa: BLE001 - a Redis outage must not take the site down
+        if uri == "memory://":
+            raise
+        log.warning("rate-limit storage %s failed (%s); counting in memory", uri, exc)
+        limiter = once(app, "rate_limiter_memory", lambda: _make("memory://"))
+        return limiter.hit(item, *ids), limiter.get_window_stats(item, *ids)
 
 
 def _keys(bucket: str) -> list[str]:
@@ -149,17 +120,18 @@ def _keys(bucket: str) -> list[str]:
 
 def _check() -> None:
     """Count this request against its bucket; refuse it with 429 when a limit is spent."""
-    bucket = _bucket()
+    bucket = bucket_of(request.path, request.method, request.args)
     if bucket is None:
         return
     rate = current_app.config.get(BUCKETS[bucket]) or ""
     if not rate:
         return
-    counters: Counters = current_app.extensions["nazzil"]["rate_counters"]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    keys = _keys(bucket)
     tightest: tuple[int, int, float] | None = None  # (remaining, limit, reset time)
     for item in _items(rate):
-        for key in _keys(bucket):
-            allowed, stats = counters.hit(item, "nazzil", bucket, key)
+        for key in keys:
+            allowed, stats = _hit(app, item, "nazzil", bucket, key)
             state = (0 if not allowed else stats.remaining, item.amount, stats.reset_time)
             if tightest is None or state[0] < tightest[0]:
                 tightest = state
@@ -191,6 +163,5 @@ def _add_headers(response: Response) -> Response:
 
 def init_app(app: Flask) -> None:
     """Count previews, jobs, streams and logins; the counter store is built on first use."""
-    app.extensions["nazzil"]["rate_counters"] = Counters(storage_uri(app.config))
     app.before_request(_check)
     app.after_request(_add_headers)
