@@ -13,7 +13,7 @@ from flask import Flask, Response, g, jsonify, render_template, request
 from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, errors, logs, settings
+from . import errors, logs, settings
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("nazzil.access")
@@ -118,22 +118,18 @@ def handle_error(exc: Exception) -> tuple[Response, int] | Response:
     return response
 
 
+# Werkzeug's own errors (a bad route, method or body) answer with the matching domain message.
 _HTTP_MESSAGES = {
-    400: "The request is not valid.",
-    404: "Nothing here.",
-    405: "That method is not allowed here.",
-    413: "The request body is too large.",
-    429: "Too many requests; please wait a moment.",
+    cls.status: cls.message
+    for cls in (
+        errors.InvalidRequest,
+        errors.NotFound,
+        errors.MethodNotAllowed,
+        errors.PayloadTooLarge,
+        errors.RateLimited,
+    )
 }
 
 
 def _http_message(exc: HTTPException) -> str:
-    status = exc.code or 500
-    if status in _HTTP_MESSAGES:
-        return _HTTP_MESSAGES[status]
-    return exc.name or "Error"
-
-
-def version() -> str:
-    """Return nazzil's version."""
-    return __version__
+    return _HTTP_MESSAGES.get(exc.code or 500) or exc.name or "Error"

@@ -115,6 +115,15 @@ class UpstreamTimeout(NazzilError):
 
 
 # Werkzeug's HTTP errors answer with the code of the same status.
+# Every code an error answer can carry, in the order the classes are defined.
+CODES: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        value.code
+        for value in list(globals().values())
+        if isinstance(value, type) and issubclass(value, NazzilError)
+    )
+)
+
 CODE_BY_STATUS: dict[int, str] = {
     400: "invalid_request",
     401: "unauthorized",

@@ -140,11 +140,6 @@ def current_language() -> str:
     return g.lang
 
 
-def is_rtl() -> bool:
-    """Tell whether this request's language is written right to left."""
-    return current_language() in RTL
-
-
 def js_strings() -> dict[str, Any]:
     """Collect the translated strings app.js shows, rendered into the page as JSON."""
     return {

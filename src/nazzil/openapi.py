@@ -5,30 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
-
-ERROR_CODES = [
-    "invalid_request",
-    "invalid_url",
-    "blocked_address",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "method_not_allowed",
-    "conflict",
-    "payload_too_large",
-    "unsupported_url",
-    "format_unavailable",
-    "too_large",
-    "too_long",
-    "range_not_satisfiable",
-    "rate_limited",
-    "upstream_error",
-    "upstream_timeout",
-    "jobs_disabled",
-    "unavailable",
-    "internal_error",
-    "insufficient_storage",
-]
+from .errors import CODES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -57,7 +34,7 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "required": ["code", "message"],
                 "properties": {
-                    "code": {"type": "string", "enum": ERROR_CODES},
+                    "code": {"type": "string", "enum": list(CODES)},
                     "message": {"type": "string"},
                 },
             },
