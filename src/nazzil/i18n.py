@@ -12,11 +12,12 @@ the trim fields and what sites show next to their players.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, current_app, g, has_request_context, request
+
+from .state import once
 
 SOURCE_LANGUAGE = "en"  # the msgids are English: an English page needs no catalog
 
@@ -33,8 +34,7 @@ def _translations() -> Any:
 
 def gettext(message: str, **variables: Any) -> str:
     """Translate a message into the request's language (Flask-Babel, imported when needed)."""
-    catalog = _translations()
-    text = catalog.ugettext(message) if catalog is not None else message
+    text = _template_gettext(message)
     return text % variables if variables else text
 
 
@@ -205,19 +205,16 @@ def _template_context() -> dict[str, Any]:
     }
 
 
-_install_lock = threading.Lock()
-
-
 def _install_babel() -> None:
     """Install Flask-Babel on the first translated request (it configures the app and Jinja)."""
-    app = current_app
-    if "babel" in app.extensions:
-        return
-    with _install_lock:
-        if "babel" not in app.extensions:
-            from flask_babel import Babel
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
 
-            Babel(app, locale_selector=select_locale)
+    def install() -> Any:
+        from flask_babel import Babel
+
+        return Babel(app, locale_selector=select_locale)
+
+    once(app, "babel", install)
 
 
 def init_app(app: Flask) -> None:
