@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import FormatUnavailable, InvalidRequest
+from .errors import InvalidRequest
 
 AUDIO_FORMATS = ("mp3", "m4a", "opus")
 _HEIGHT = re.compile(r"([1-9][0-9]{1,3})p")
@@ -26,9 +26,7 @@ class Choice:
         return self.audio_format is not None
 
 
-def choose(
-    fmt: str | None = "best", audio_format: str | None = None, format_ids: list[str] | None = None
-) -> Choice:
+def choose(fmt: str | None = "best", audio_format: str | None = None) -> Choice:
     """Validate the API's format fields and build the yt-dlp selector for them."""
     fmt = (fmt or "best").strip()
     if audio_format is not None and audio_format not in AUDIO_FORMATS:
@@ -47,7 +45,5 @@ def choose(
         raise InvalidRequest(
             "The field 'format' must be best, audio, a height such as 720p, or a format_id."
         )
-    if format_ids is not None and fmt not in format_ids:
-        raise FormatUnavailable(f"The format '{fmt}' is not offered for this link.")
     # A video-only format gets the best audio merged in; yt-dlp falls back to it alone.
     return Choice(fmt, f"{fmt}+ba/{fmt}", audio_format if audio_format else None)

@@ -101,12 +101,6 @@ def embedded_ipv4s(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     return []
 
 
-def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """Return the (first) IPv4 address hidden in an IPv6 address, or None."""
-    found = embedded_ipv4s(ip)
-    return found[0] if found else None
-
-
 def is_public(ip: IPAddress) -> bool:
     """Tell whether an address is globally routable unicast (not private, loopback, etc.)."""
     if any(ip.version == net.version and ip in net for net in BLOCKED_NETWORKS):
