@@ -259,3 +259,34 @@ def test_device_cap_holds_under_concurrent_creates_on_postgres(
         assert sorted(outcomes) == ["created"] * 5 + ["refused"] * 15
     finally:
         db.dispose(app)
+
+
+def test_reading_a_job_does_not_wait_for_a_writer(app: Any) -> None:
+    """On SQLite a job page or event stream reads while a worker holds the write lock."""
+    import sqlalchemy as sa
+
+    from nazzil import db, jobs
+    from nazzil.formats import choose
+
+    db.upgrade(app)
+    job = jobs.create(
+        app,
+        device="d1",
+        url="http://127.0.0.1:9/x.mp4",
+        choice=choose("best"),
+        start=None,
+        end=None,
+    )
+    read: dict[str, Any] = {}
+    with db.session(app) as writer:  # BEGIN IMMEDIATE: the one write lock, held
+        writer.execute(sa.update(jobs.Job).where(jobs.Job.id == job.id).values(title="held"))
+
+        def reader() -> None:
+            read["status"] = jobs.get(app, job.id, "d1").status
+            read["list"] = [j.id for j in jobs.list_for(app, "d1")]
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        thread.join(10)  # a reader that took the lock would wait for the busy timeout (30 s)
+        assert not thread.is_alive()
+    assert read == {"status": "queued", "list": [job.id]}

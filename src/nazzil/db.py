@@ -71,6 +71,9 @@ def database_url(app: Flask) -> str:
     return f"sqlite:///{Path(root, 'nazzil.db')}"
 
 
+_READ_ONLY = "nazzil_read_only"  # an execution option: this transaction only reads
+
+
 def _sqlite_events(engine: sa.Engine) -> None:
     """Make SQLite wait for locks, use WAL, and take the write lock when a transaction begins."""
 
@@ -98,7 +101,9 @@ def _sqlite_events(engine: sa.Engine) -> None:
     def _begin(conn: sa.Connection) -> None:
         # IMMEDIATE takes the one write lock up front, so a transaction that reads and then
         # writes never fails with SQLITE_BUSY halfway; the busy timeout queues writers.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only session (session(app, write=False)) reads a WAL snapshot without it.
+        read_only = conn.get_execution_options().get(_READ_ONLY)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def engine(app: Flask) -> sa.Engine:
@@ -118,10 +123,16 @@ def _make_engine(app: Flask) -> sa.Engine:
 
 
 @contextmanager
-def session(app: Flask) -> Iterator[Session]:
-    """Open a session that commits when the block ends normally and rolls back otherwise."""
+def session(app: Flask, *, write: bool = True) -> Iterator[Session]:
+    """Open a session that commits when the block ends normally and rolls back otherwise.
+
+    write=False is for blocks that only read: on SQLite they then do not queue behind
+    writers for the database's one write lock (job pages and event streams poll often).
+    """
     maker = once(app, "db_sessionmaker", lambda: sessionmaker(engine(app), expire_on_commit=False))
     with maker() as sess, sess.begin():
+        if not write:
+            sess.connection(execution_options={_READ_ONLY: True})
         yield sess
 
 

@@ -173,7 +173,7 @@ def create(
 
 def get(app: Flask, job_id: str, device: str) -> Job:
     """Return a device's job, or raise not_found (also for another device's job)."""
-    with db.session(app) as s:
+    with db.session(app, write=False) as s:
         job = s.get(Job, job_id) if len(job_id) <= 32 else None
     if job is None or job.device != device:
         raise NotFound("No such job.")
@@ -182,7 +182,7 @@ def get(app: Flask, job_id: str, device: str) -> Job:
 
 def list_for(app: Flask, device: str, limit: int = LIST_LIMIT) -> list[Job]:
     """Return a device's jobs, newest first."""
-    with db.session(app) as s:
+    with db.session(app, write=False) as s:
         rows = s.scalars(
             sa.select(Job)
             .where(Job.device == device)
@@ -446,7 +446,7 @@ def reap(app: Flask, stale_after: float, max_attempts: int) -> list[str]:
 def queued_before(app: Flask, seconds: float) -> list[str]:
     """Return ids of jobs queued and untouched for longer than seconds."""
     cutoff = db.utcnow() - dt.timedelta(seconds=seconds)
-    with db.session(app) as s:
+    with db.session(app, write=False) as s:
         return list(
             s.scalars(
                 sa.select(Job.id).where(Job.status == QUEUED, Job.updated_at < cutoff).limit(1000)
@@ -499,11 +499,11 @@ def purge(app: Flask, older_than: float) -> int:
 
 def file_keys(app: Flask) -> set[str]:
     """Return every storage key still referenced by a job."""
-    with db.session(app) as s:
+    with db.session(app, write=False) as s:
         return set(s.scalars(sa.select(Job.file_key).where(Job.file_key.is_not(None))))
 
 
 def running_leases(app: Flask) -> set[str]:
     """Return the leases of all running jobs."""
-    with db.session(app) as s:
+    with db.session(app, write=False) as s:
         return set(s.scalars(sa.select(Job.lease).where(Job.status == RUNNING)))
