@@ -438,6 +438,7 @@ _RESERVED_HEADERS = frozenset(
     {
         "host", "connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
         "trailer", "transfer-encoding", "upgrade", "content-length", "expect",
+        "accept-encoding",  # fetch() never decodes: bodies must come as they are stored
     }
 )  # fmt: skip
 

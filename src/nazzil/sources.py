@@ -31,22 +31,9 @@ from .mediainfo import AUDIO_EXTS
 CHUNK = 256 * 1024  # largest single read from upstream or from ffmpeg
 MAX_PLAYLIST = 5 * 1024 * 1024
 MAX_MOOV = 64 * 1024 * 1024  # an index this large is hostile, not a long film
-_HOP_HEADERS = {
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-connection",
-    "host",
-    "content-length",
-    "range",
-    "if-range",
-    "accept-encoding",
-    "cookie",
-}
+# netguard.fetch drops hop-by-hop, framing and encoding headers itself; a range is the
+# stream's own to ask for, and cookies are not passed on.
+_NOT_FORWARDED = {"range", "if-range", "cookie"}
 _DEMUXER_BY_SNIFF = {
     "mp4": "mp4",
     "webm": "matroska",
@@ -87,13 +74,9 @@ class Options:
 
 
 def upstream_headers(fmt: dict[str, Any]) -> dict[str, str]:
-    """The headers yt-dlp says the site expects, minus hop-by-hop and framing ones."""
+    """The headers yt-dlp says the site expects, minus the range and cookies."""
     headers = fmt.get("http_headers") or {}
-    return {
-        str(k): str(v)
-        for k, v in headers.items()
-        if str(k).lower() not in _HOP_HEADERS and "\n" not in str(v)
-    }
+    return {str(k): str(v) for k, v in headers.items() if str(k).lower() not in _NOT_FORWARDED}
 
 
 def open_url(
