@@ -26,7 +26,14 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from .mediainfo import title_of, to_media_info, usable
+from .mediainfo import (
+    is_playlist,
+    is_web_url,
+    seconds,
+    title_of,
+    to_media_info,
+    usable_formats,
+)
 from .state import once
 
 log = logging.getLogger(__name__)
@@ -325,6 +332,10 @@ class _Logger:
         log.info("yt-dlp: %s", msg)
 
 
+def _fetch_timeout(config: dict[str, Any]) -> float:
+    return float(config.get("NAZZIL_FETCH_TIMEOUT") or 15)
+
+
 def base_params(config: dict[str, Any]) -> dict[str, Any]:
     """The yt-dlp options nazzil always sets; nothing from a request is ever merged raw."""
     return {
@@ -335,7 +346,7 @@ def base_params(config: dict[str, Any]) -> dict[str, Any]:
         "color": {"stdout": "no_color", "stderr": "no_color"},
         "cachedir": False,
         "proxy": "",
-        "socket_timeout": float(config.get("NAZZIL_FETCH_TIMEOUT") or 15),
+        "socket_timeout": _fetch_timeout(config),
         "retries": 0,
         "extractor_retries": 0,
         "fragment_retries": 3,
@@ -441,12 +452,11 @@ def classify(exc: BaseException) -> NazzilError:
 
 def _fill_durations(info: dict[str, Any], policy: netguard.Policy, timeout: float) -> None:
     """Read durations yt-dlp did not report (html5 pages, direct links, DASH)."""
-    playlist = info.get("_type") in ("playlist", "multi_video")
-    videos = (info.get("entries") or []) if playlist else [info]
+    videos = (info.get("entries") or []) if is_playlist(info) else [info]
     for video in videos:
         if not video or video.get("duration"):
             continue
-        formats = [f for f in (video.get("formats") or [video]) if usable(f)]
+        formats = usable_formats(video)
         if formats:
             video["duration"] = mediaprobe.duration_of(formats[-1], policy, timeout)
 
@@ -468,7 +478,7 @@ def _drop_blocked_formats(
     def allowed(url: Any) -> bool:
         if url is None:
             return True
-        if not isinstance(url, str) or url.split(":", 1)[0].lower() not in ("http", "https"):
+        if not is_web_url(url):
             return False  # file:, data:, rtmp: ... are never fetched
         try:
             key = netguard.host_port(url)
@@ -544,7 +554,7 @@ def probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[str
 
 
 def _probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[str, Any]:
-    timeout = float(config.get("NAZZIL_FETCH_TIMEOUT") or 15)
+    timeout = _fetch_timeout(config)
     info = _extract(url, base_params(config), policy, sanitize=True)
     _check_direct(info, policy, timeout)
     _fill_durations(info, policy, timeout)
@@ -604,7 +614,7 @@ def _stream_format(fmt: dict[str, Any]) -> dict[str, Any]:
 
 def _one_video(info: dict[str, Any], *, first_of_many: bool) -> dict[str, Any]:
     """Return the single video a download is about; refuse live streams and DRM."""
-    if info.get("_type") in ("playlist", "multi_video"):
+    if is_playlist(info):
         entries = [entry for entry in info.get("entries") or [] if entry]
         if not entries or (len(entries) > 1 and not first_of_many):
             raise UnsupportedURL("The link holds several videos; choose one of them.")
@@ -628,7 +638,7 @@ def _resolve(
 ) -> dict[str, Any]:
     info = _extract(url, {**base_params(config), "format": selector}, policy)
     info = _one_video(info, first_of_many=False)
-    timeout = float(config.get("NAZZIL_FETCH_TIMEOUT") or 15)
+    timeout = _fetch_timeout(config)
     # A direct link's first bytes are checked by the stream itself (stream.open_stream),
     # from the response it sends on: no extra request before the first byte.
     if not info.get("duration") and config.get("NAZZIL_MAX_DURATION"):
@@ -640,7 +650,7 @@ def _resolve(
     return {
         "id": str(info.get("id") or ""),
         "title": title_of(info, single_html5),
-        "duration": float(duration) if isinstance(duration, (int, float)) else None,
+        "duration": seconds(duration),
         "direct": bool(info.get("direct")),
         "formats": [_stream_format(fmt) for fmt in chosen],
     }
@@ -669,7 +679,7 @@ def download(
 
     yt_dlp = yt_dlp_module()
     out_dir = Path(out_dir)
-    timeout = float(config.get("NAZZIL_FETCH_TIMEOUT") or 15)
+    timeout = _fetch_timeout(config)
     raised: list[BaseException] = []
 
     def relay(callback: Any) -> Any:
@@ -691,7 +701,7 @@ def download(
             sizes = [f.get("filesize") or f.get("filesize_approx") for f in chosen]
             duration = info.get("duration")
             facts.update(
-                duration=float(duration) if isinstance(duration, (int, float)) else None,
+                duration=seconds(duration),
                 filesize=sum(sizes) if sizes and all(sizes) else None,
                 ext=info.get("ext"),
             )

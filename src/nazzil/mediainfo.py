@@ -50,6 +50,26 @@ def usable(fmt: dict[str, Any]) -> bool:
     return fmt.get("ext") != "mhtml" and "storyboard" not in str(fmt.get("format_note") or "")
 
 
+def is_playlist(info: dict[str, Any]) -> bool:
+    """Tell whether an info dict holds several videos."""
+    return info.get("_type") in ("playlist", "multi_video")
+
+
+def usable_formats(video: dict[str, Any]) -> list[dict[str, Any]]:
+    """A video's media formats, worst first (a single-file video is its own format)."""
+    return [f for f in (video.get("formats") or [video]) if usable(f)]
+
+
+def seconds(value: Any) -> float | None:
+    """A duration as a float, or None when it is not a number."""
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def is_web_url(url: Any) -> bool:
+    """Tell whether url is an http(s) link (not file:, data:, rtmp: ...)."""
+    return isinstance(url, str) and url.split(":", 1)[0].lower() in netguard.ALLOWED_SCHEMES
+
+
 def title_of(info: dict[str, Any], single_html5: bool) -> str | None:
     """Return a video's title, without the " (1)" yt-dlp adds to a page's only <video>."""
     title = info.get("title")
@@ -65,7 +85,7 @@ def to_media_info(
     policy: netguard.Policy | None = None,
 ) -> dict[str, Any]:
     """Map a yt-dlp info dict to the MediaInfo of the API (formats best first)."""
-    is_playlist = info.get("_type") in ("playlist", "multi_video")
+    playlist = is_playlist(info)
     page = info.get("webpage_url") or info.get("original_url") or info.get("url")
     thumbnail = info.get("thumbnail")
     if isinstance(thumbnail, str) and page:
@@ -74,20 +94,20 @@ def to_media_info(
         thumbnail = None  # the page would make the viewer's browser probe a private address
     duration = info.get("duration")
     result: dict[str, Any] = {
-        "type": "playlist" if is_playlist else "video",
+        "type": "playlist" if playlist else "video",
         "url": info.get("original_url") or page,
         "webpage_url": page,
         "extractor": info.get("extractor"),
         "id": str(info["id"]) if info.get("id") is not None else None,
         "title": title_of(info, single_html5),
-        "duration": float(duration) if isinstance(duration, (int, float)) else None,
+        "duration": seconds(duration),
         "thumbnail": thumbnail if isinstance(thumbnail, str) else None,
         "uploader": info.get("uploader"),
         "upload_date": info.get("upload_date"),
         "formats": [],
         "entries": None,
     }
-    if is_playlist:
+    if playlist:
         result["entries"] = []
         for entry in info.get("entries") or []:
             if not entry:
@@ -99,20 +119,18 @@ def to_media_info(
                 item["url"] = _own_link(entry) or item["url"]
             result["entries"].append(item)
     else:
-        formats = [f for f in (info.get("formats") or [info]) if usable(f)]
+        formats = usable_formats(info)
         result["formats"] = [_format(f) for f in reversed(formats)]
     return result
 
 
 def _own_link(entry: dict[str, Any]) -> str | None:
     """Return the URL of an entry that is one media file or one HLS/DASH manifest, else None."""
-    formats = [f for f in (entry.get("formats") or [entry]) if usable(f)]
+    formats = usable_formats(entry)
     if len(formats) == 1 and formats[0].get("protocol") in ("http", "https"):
         url = formats[0].get("url")
     else:
         # All qualities of one HLS master playlist or DASH manifest: the manifest opens alone.
         manifests = {f.get("manifest_url") for f in formats}
         url = manifests.pop() if len(manifests) == 1 else None
-    return (
-        url if isinstance(url, str) and url.split(":", 1)[0].lower() in ("http", "https") else None
-    )
+    return url if is_web_url(url) else None
