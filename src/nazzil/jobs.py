@@ -346,22 +346,23 @@ def finish(
     )
 
 
+def _failed(code: str, message: str, now: dt.datetime) -> dict[str, Any]:
+    """The values of a running job that ends failed."""
+    return {
+        "status": FAILED,
+        "error_code": code,
+        "error_message": message,
+        "finished_at": now,
+        "updated_at": now,
+        "speed": None,
+        "eta": None,
+        "lease": None,
+    }
+
+
 def fail(app: Flask, job_id: str, lease: str, code: str, message: str) -> bool:
     """Mark a running job failed with a coded error."""
-    return _leased(
-        app,
-        job_id,
-        lease,
-        {
-            "status": FAILED,
-            "error_code": code,
-            "error_message": message,
-            "finished_at": db.utcnow(),
-            "speed": None,
-            "eta": None,
-            "lease": None,
-        },
-    )
+    return _leased(app, job_id, lease, _failed(code, message, db.utcnow()))
 
 
 def release(app: Flask, job_id: str, lease: str) -> bool:
@@ -414,18 +415,8 @@ def reap(app: Flask, stale_after: float, max_attempts: int) -> list[str]:
                 Job.id == job_id, Job.lease == lease, Job.status == RUNNING
             )
             if max_attempts and attempts >= max_attempts:
-                s.execute(
-                    where.values(
-                        status=FAILED,
-                        lease=None,
-                        error_code="internal_error",
-                        error_message=f"The download was interrupted {attempts} times; giving up.",
-                        finished_at=now,
-                        updated_at=now,
-                        speed=None,
-                        eta=None,
-                    )
-                )
+                message = f"The download was interrupted {attempts} times; giving up."
+                s.execute(where.values(**_failed("internal_error", message, now)))
             elif (
                 s.execute(
                     where.values(
