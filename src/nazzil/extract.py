@@ -27,6 +27,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .mediainfo import (
+    from_html5,
     is_playlist,
     is_web_url,
     seconds,
@@ -558,8 +559,7 @@ def _probe(url: str, config: dict[str, Any], policy: netguard.Policy) -> dict[st
     info = _extract(url, base_params(config), policy, sanitize=True)
     _check_direct(info, policy, timeout)
     _fill_durations(info, policy, timeout)
-    single_html5 = str(info.get("extractor") or "").startswith("html5")
-    return to_media_info(info, single_html5=single_html5, policy=policy)
+    return to_media_info(info, single_html5=from_html5(info), policy=policy)
 
 
 def get_info(url: str, app: Flask | None = None) -> dict[str, Any]:
@@ -646,10 +646,9 @@ def _resolve(
         _fill_durations(info, policy, timeout)
     chosen = info.get("requested_formats") or [info]
     duration = info.get("duration")
-    single_html5 = str(info.get("extractor") or "").startswith("html5")
     return {
         "id": str(info.get("id") or ""),
-        "title": title_of(info, single_html5),
+        "title": title_of(info, from_html5(info)),
         "duration": seconds(duration),
         "direct": bool(info.get("direct")),
         "formats": [_stream_format(fmt) for fmt in chosen],
@@ -743,8 +742,7 @@ def download(
             _check_direct(info, policy, timeout)
             if not info.get("duration") and config.get("NAZZIL_MAX_DURATION"):
                 _fill_durations(info, policy, timeout)
-            single_html5 = str(info.get("extractor") or "").startswith("html5")
-            facts["title"] = title_of(info, single_html5)
+            facts["title"] = title_of(info, from_html5(info))
             info = ydl.process_ie_result(info, download=True)
     except BaseException as exc:
         if raised:

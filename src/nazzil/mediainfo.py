@@ -70,6 +70,11 @@ def is_web_url(url: Any) -> bool:
     return isinstance(url, str) and url.split(":", 1)[0].lower() in netguard.ALLOWED_SCHEMES
 
 
+def from_html5(info: dict[str, Any]) -> bool:
+    """Tell whether yt-dlp found this video as a page's plain <video> element."""
+    return str(info.get("extractor") or "").startswith("html5")
+
+
 def title_of(info: dict[str, Any], single_html5: bool) -> str | None:
     """Return a video's title, without the " (1)" yt-dlp adds to a page's only <video>."""
     title = info.get("title")
