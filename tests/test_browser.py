@@ -23,6 +23,14 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+    # Chromium's own services (variations, safe browsing, DNS prefetch ...) must not reach
+    # out: only 127.0.0.1 and localhost resolve, and no built-in DNS client runs.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+    "--disable-features=AsyncDns,DnsOverHttps,NetworkPrediction,OptimizationHints,"
+    "MediaRouter,Translate,AutofillServerCommunication,CertificateTransparencyComponentUpdater",
+    "--disable-domain-reliability", "--disable-client-side-phishing-detection",
+    "--no-pings", "--no-default-browser-check", "--disable-default-apps",
+    "--metrics-recording-only", "--safebrowsing-disable-auto-update",
 ]  # fmt: skip
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 860}
